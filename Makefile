@@ -1,0 +1,34 @@
+# The two entry points of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit js-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: install and start the server on http://127.0.0.1:8000 (memory engine, development mode)
+run: $(STAMP)
+	$(BIN)/hubbub serve --dev
+
+## test: install everything the tests need, then lint, type check and run the whole suite
+test: $(STAMP) js-deps lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=hubbub --cov-report=term:skip-covered
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+js-deps:
+	bash scripts/js-deps.sh
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules

@@ -1,0 +1,3 @@
+"""hubbub: real-time messaging for Python."""
+
+__version__ = "0.1.0"

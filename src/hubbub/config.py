@@ -1,0 +1,240 @@
+"""One validated settings object, read from a TOML file and ``HUBBUB_*`` environment variables.
+
+Sources, strongest first: environment (``HUBBUB_<SECTION>__<OPTION>``, e.g.
+``HUBBUB_TOKEN__HMAC_SECRET_KEY``; lists and tables as JSON), then the TOML file, then the
+defaults written here. Every option is documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEV_SECRET = "hubbub-development-secret-do-not-use-in-production"
+"""The HMAC secret of development mode (``hubbub serve --dev``): public, so never for production."""
+
+_NAMESPACE_NAME = re.compile(r"^[-a-zA-Z0-9_.]{2,}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the option and what is wrong."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelOptions(_Section):
+    """Options of a namespace (or of channels without a namespace). All off by default."""
+
+    presence: bool = False
+    join_leave: bool = False
+    force_push_join_leave: bool = False
+    history_size: int = Field(default=0, ge=0)
+    history_ttl: float = Field(default=0.0, ge=0)
+    history_meta_ttl: float = Field(default=30 * 24 * 3600.0, gt=0)
+    force_recovery: bool = False
+    allow_recovery: bool = False
+    force_positioning: bool = False
+    allow_positioning: bool = False
+    allow_subscribe_for_client: bool = False
+    allow_subscribe_for_anonymous: bool = False
+    allow_publish_for_client: bool = False
+    allow_publish_for_subscriber: bool = False
+    allow_publish_for_anonymous: bool = False
+    allow_presence_for_client: bool = False
+    allow_presence_for_subscriber: bool = False
+    allow_presence_for_anonymous: bool = False
+    allow_history_for_client: bool = False
+    allow_history_for_subscriber: bool = False
+    allow_history_for_anonymous: bool = False
+    allow_user_limited_channels: bool = False
+
+    @model_validator(mode="after")
+    def _history_pair(self) -> ChannelOptions:
+        if (self.history_size > 0) != (self.history_ttl > 0):
+            raise ValueError("history_size and history_ttl must be set together (both > 0)")
+        if (self.force_recovery or self.allow_recovery) and self.history_size == 0:
+            raise ValueError("recovery needs history: set history_size and history_ttl")
+        return self
+
+    @property
+    def use_history(self) -> bool:
+        return self.history_size > 0 and self.history_ttl > 0
+
+
+class Namespace(ChannelOptions):
+    """A named namespace: channels ``<name>:<rest>`` take these options."""
+
+    name: str
+
+    @model_validator(mode="after")
+    def _name(self) -> Namespace:
+        if not _NAMESPACE_NAME.match(self.name):
+            raise ValueError(
+                f"namespace name {self.name!r} must be 2+ characters of letters, digits, - _ ."
+            )
+        return self
+
+
+class ChannelSettings(_Section):
+    """Channel name grammar and namespaces."""
+
+    private_prefix: str = "$"
+    namespace_boundary: str = ":"
+    user_boundary: str = "#"
+    user_separator: str = ","
+    max_length: int = Field(default=255, ge=1)
+    without_namespace: ChannelOptions = ChannelOptions()
+    namespaces: list[Namespace] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> ChannelSettings:
+        seen: set[str] = set()
+        for ns in self.namespaces:
+            if ns.name in seen:
+                raise ValueError(f"namespace {ns.name!r} is defined twice")
+            seen.add(ns.name)
+        return self
+
+
+class TokenSettings(_Section):
+    """How connection and subscription JWTs are verified."""
+
+    hmac_secret_key: str = ""
+    rsa_public_key: str = ""
+    ecdsa_public_key: str = ""
+    audience: str = ""
+    issuer: str = ""
+    algorithms: list[str] = [
+        "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
+    ]  # fmt: skip
+    leeway: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _algorithms(self) -> TokenSettings:
+        known = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
+        for alg in self.algorithms:
+            if alg not in known:
+                raise ValueError(f"algorithm {alg!r} is not supported (use {sorted(known)})")
+        return self
+
+
+class ClientSettings(_Section):
+    """Per-connection behaviour and limits."""
+
+    ping_interval: float = Field(default=25.0, gt=0)
+    pong_timeout: float = Field(default=8.0, ge=0)
+    stale_close_delay: float = Field(default=10.0, gt=0)
+    expired_close_delay: float = Field(default=25.0, ge=0)
+    channel_limit: int = Field(default=128, ge=1)
+    queue_max_size: int = Field(default=1024 * 1024, ge=1024)
+    max_message_size: int = Field(default=65536, ge=256)
+    history_max_publication_limit: int = Field(default=300, ge=0)
+    recovery_max_publication_limit: int = Field(default=300, ge=0)
+    allow_anonymous_connect_without_token: bool = False
+    personal_channel: bool = True
+    personal_channel_namespace: str = ""
+    presence_update_interval: float = Field(default=25.0, gt=0)
+    presence_ttl: float = Field(default=60.0, gt=0)
+    allowed_origins: list[str] = []
+
+    @model_validator(mode="after")
+    def _timing(self) -> ClientSettings:
+        if self.pong_timeout >= self.ping_interval:
+            raise ValueError("pong_timeout must be smaller than ping_interval")
+        if self.presence_ttl <= self.presence_update_interval:
+            raise ValueError("presence_ttl must be larger than presence_update_interval")
+        return self
+
+
+class Settings(BaseSettings):
+    """Every option of a hubbub server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HUBBUB_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    name: str = ""
+    engine: Literal["memory"] = "memory"
+    development: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    websocket_path: str = "/connection/websocket"
+    token: TokenSettings = TokenSettings()
+    client: ClientSettings = ClientSettings()
+    channel: ChannelSettings = ChannelSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (passed as init values), which beats the defaults.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _dev_defaults(self) -> Settings:
+        if self.development and not (
+            self.token.hmac_secret_key or self.token.rsa_public_key or self.token.ecdsa_public_key
+        ):
+            object.__setattr__(
+                self, "token", self.token.model_copy(update={"hmac_secret_key": DEV_SECRET})
+            )
+        return self
+
+    def namespace(self, name: str) -> ChannelOptions | None:
+        """Options of namespace ``name`` ("" = channels without a namespace), or None."""
+        if not name:
+            return self.channel.without_namespace
+        for ns in self.channel.namespaces:
+            if ns.name == name:
+                return ns
+        return None
+
+
+def _format_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{where}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from the TOML file at ``path`` (optional), the environment and ``overrides``.
+
+    ``overrides`` (top-level options given as command-line flags) beat both the file and the
+    environment: a flag typed now is the user's latest word.
+
+    Raises:
+        ConfigError: the file is missing or not TOML, or an option is unknown or invalid; the
+            message names the option.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: {exc}") from None
+    try:
+        settings = Settings(**data)
+        if overrides:
+            merged = settings.model_dump()
+            merged.update(overrides)
+            settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None
+    return settings

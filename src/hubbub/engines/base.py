@@ -1,0 +1,195 @@
+"""The engine seam: what a node needs from the machinery that spans processes.
+
+An engine is a :class:`Broker` (live fan-out between nodes plus channel history streams) and a
+:class:`PresenceManager` (who is subscribed where, across nodes). The memory engine serves one
+process; the Redis engine serves many. One conformance suite (``tests/engines``) holds every
+implementation to the contracts written here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from hubbub.protocol.messages import ClientInfo, Publication
+
+
+class StreamPosition(NamedTuple):
+    """A place in a channel stream: ``offset`` of the last publication (0 = empty) and ``epoch``,
+    the identity of the stream (offsets from different epochs are not comparable)."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    """How to publish one publication.
+
+    Attributes:
+        history_size: keep at most this many publications in the channel stream; 0 = no history.
+        history_ttl: seconds a publication stays in the stream; 0 = no history.
+        history_meta_ttl: seconds the stream's position (offset and epoch) outlives its last
+            publication; after that the stream is forgotten and a new epoch starts.
+        idempotency_key: a repeated key within ``idempotent_result_ttl`` publishes nothing
+            and returns the first result.
+        idempotent_result_ttl: seconds an idempotency key is remembered.
+    """
+
+    history_size: int = 0
+    history_ttl: float = 0.0
+    history_meta_ttl: float = 30 * 24 * 3600.0
+    idempotency_key: str = ""
+    idempotent_result_ttl: float = 300.0
+
+    @property
+    def use_history(self) -> bool:
+        return self.history_size > 0 and self.history_ttl > 0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """The outcome of :meth:`Broker.publish`.
+
+    Attributes:
+        position: the stream position of the publication (offset 0 and epoch "" without history).
+        suppressed: true when an idempotency key matched and nothing was published this time.
+    """
+
+    position: StreamPosition
+    suppressed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """What to read from a stream.
+
+    Attributes:
+        limit: 0 = only the position, -1 = every publication, N > 0 = at most N.
+        since: read publications after this position (before it with ``reverse``); ``None``
+            reads from the start (from the end with ``reverse``).
+        reverse: newest first.
+    """
+
+    limit: int = 0
+    since: StreamPosition | None = None
+    reverse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    """Publications (with offsets set) and the stream's current top position."""
+
+    publications: list[Publication]
+    position: StreamPosition
+
+
+class BrokerEventHandler(Protocol):
+    """What a broker calls on its node. Calls are made on the event loop, never concurrently,
+    and for one channel always in the order of publication (offsets increase)."""
+
+    def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
+        """A publication arrived for a channel this node subscribed to."""
+        ...
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        """A client joined a channel this node subscribed to."""
+        ...
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        """A client left a channel this node subscribed to."""
+        ...
+
+
+class Broker(Protocol):
+    """Live fan-out between nodes and channel history.
+
+    Contract:
+        * Delivery is at most once: a node receives each publication of a channel it is
+          subscribed to once, or not at all when the engine lost it (a gap the node detects by
+          offsets and turns into recovery).
+        * Per channel, publications reach the handler in publish order, with increasing offsets.
+        * Appending to history and publishing are one atomic step: a publication seen live is in
+          the stream, and offsets are assigned in the order publications are delivered.
+        * A node receives only channels it subscribed to with :meth:`subscribe`.
+    """
+
+    def set_event_handler(self, handler: BrokerEventHandler) -> None:
+        """Name the node that receives this broker's events; called once before :meth:`start`."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and start delivering events."""
+        ...
+
+    async def close(self) -> None:
+        """Stop delivering events and release connections; idempotent."""
+        ...
+
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving ``channel`` on this node (idempotent)."""
+        ...
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel`` on this node (idempotent)."""
+        ...
+
+    async def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
+        """Append ``pub`` to the channel stream (when ``opts`` keeps history) and deliver it to
+        every subscribed node, this one included. The delivered publication carries its offset."""
+        ...
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        """Deliver a join event to every subscribed node (never stored)."""
+        ...
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        """Deliver a leave event to every subscribed node (never stored)."""
+        ...
+
+    async def history(
+        self, channel: str, flt: HistoryFilter, opts: PublishOptions
+    ) -> HistoryResult:
+        """Read the channel stream. A channel never published to gets a new epoch, offset 0.
+
+        Raises:
+            ProtocolError: 112 when ``flt.since`` names an epoch that is not the current one.
+        """
+        ...
+
+    async def remove_history(self, channel: str) -> None:
+        """Drop the stream's publications; its position (offset and epoch) is kept."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStats:
+    """Counts of one channel's presence: connections and distinct users."""
+
+    num_clients: int
+    num_users: int
+
+
+class PresenceManager(Protocol):
+    """Who is in which channel, across all nodes.
+
+    Contract: an entry lives ``ttl`` seconds after its last :meth:`add_presence` (nodes refresh
+    their clients' entries periodically), so the clients of a node that died disappear by
+    themselves; :meth:`remove_presence` removes at once.
+    """
+
+    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
+        """Add or refresh ``info.client`` in ``channel`` for ``ttl`` seconds."""
+        ...
+
+    async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
+        """Remove a client from ``channel`` (idempotent)."""
+        ...
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        """Live entries of ``channel`` by client id."""
+        ...
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        """Counts of live entries of ``channel``."""
+        ...
