@@ -51,7 +51,7 @@ class SystemClock:
 
 
 class _FakeTimer:
-    __slots__ = ("cancelled", "callback", "when")
+    __slots__ = ("callback", "cancelled", "when")
 
     def __init__(self, when: float, callback: Callable[[], None]) -> None:
         self.when = when

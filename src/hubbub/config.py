@@ -118,6 +118,9 @@ class TokenSettings(_Section):
 
     @model_validator(mode="after")
     def _algorithms(self) -> TokenSettings:
+        if self.hmac_secret_key and len(self.hmac_secret_key.encode()) < 32:
+            # Shorter HMAC keys can be brute-forced from any token a user holds (RFC 7518 3.2).
+            raise ValueError("hmac_secret_key must be at least 32 bytes long")
         known = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
         for alg in self.algorithms:
             if alg not in known:
@@ -167,6 +170,7 @@ class Settings(BaseSettings):
     development: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     websocket_path: str = "/connection/websocket"
+    websocket_compression: bool = False
     token: TokenSettings = TokenSettings()
     client: ClientSettings = ClientSettings()
     channel: ChannelSettings = ChannelSettings()
@@ -228,7 +232,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         except FileNotFoundError:
             raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: {exc}") from None
+            raise ConfigError(
+                f"configuration file {str(path)!r} is not valid TOML: {exc}"
+            ) from None
     try:
         settings = Settings(**data)
         if overrides:

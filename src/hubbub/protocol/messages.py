@@ -10,8 +10,14 @@ JSON value exactly as received, embedded verbatim when encoded, never parsed by 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
-from msgspec import Raw, Struct, field
+from msgspec import Meta, Raw, Struct, field
+
+Uint32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
+Uint64 = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+"""Offsets: unsigned on the wire; bounded by int64 here, far beyond any real stream."""
 
 EMPTY: Raw = Raw()
 """The absent payload. Payload fields default to this very object, and only it is omitted when
@@ -43,7 +49,7 @@ class Publication(Struct, omit_defaults=True, frozen=True):
 class StreamPositionMsg(Struct, omit_defaults=False):
     """A position in a channel stream, as clients send it in ``since``."""
 
-    offset: int = 0
+    offset: Uint64 = 0
     epoch: str = ""
 
 
@@ -56,7 +62,7 @@ class SubscribeRequest(Struct, omit_defaults=True):
     token: str = ""
     recover: bool = False
     epoch: str = ""
-    offset: int = 0
+    offset: Uint64 = 0
     data: Raw = EMPTY
     positioned: bool = False
     recoverable: bool = False
@@ -119,7 +125,7 @@ class PingRequest(Struct):
 class Command(Struct, omit_defaults=True):
     """A client command: an ``id`` and at most one request field (the first set one counts)."""
 
-    id: int = 0
+    id: Uint32 = 0
     connect: ConnectRequest | None = None
     subscribe: SubscribeRequest | None = None
     unsubscribe: ChannelRequest | None = None

@@ -1,0 +1,54 @@
+"""The standalone server application: the WebSocket endpoint plus health routes.
+
+``create_app(settings)`` builds a Starlette app around one :class:`~hubbub.node.Node`; the node
+is reachable as ``app.state.node``. Applications that have their own FastAPI/Starlette app
+mount :class:`~hubbub.transports.asgi.WebSocketEndpoint` instead (see ``examples/``).
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from hubbub.config import Settings
+from hubbub.node import Node
+from hubbub.transports.asgi import WebSocketEndpoint
+
+
+def create_app(settings: Settings | None = None, *, node: Node | None = None) -> Starlette:
+    """Build the server app. Pass ``node`` to serve an existing node (it is started and closed
+    with the app's lifespan)."""
+    node = node or Node(settings)
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        return JSONResponse({"ready": True, "node": node.name})
+
+    async def index(request: Request) -> Response:
+        info = node.info()[0]
+        return JSONResponse(
+            {
+                "server": "hubbub",
+                "version": node.version,
+                "node": info.name,
+                "websocket": node.settings.websocket_path,
+                "clients": info.num_clients,
+                "channels": info.num_channels,
+            }
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            WebSocketRoute(node.settings.websocket_path, WebSocketEndpoint(node)),
+        ],
+        lifespan=node.lifespan,
+    )
+    app.state.node = node
+    return app

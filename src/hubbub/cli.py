@@ -1,0 +1,149 @@
+"""The ``hubbub`` command line.
+
+Exit codes: 0 success; 1 runtime failure (the server could not start, e.g. the port is taken);
+2 usage or configuration error (the message names the option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from hubbub import __version__
+from hubbub.config import ConfigError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hubbub", description="hubbub: real-time messaging server and tools."
+    )
+    parser.add_argument("--version", action="version", version=f"hubbub {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server", description="Run the server.")
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: a public HMAC secret, anonymous connections, every channel "
+        "open to clients; never use it in production",
+    )
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    token = commands.add_parser(
+        "token",
+        help="mint a connection or subscription token (development)",
+        description="Print a JWT signed with the configured HMAC secret (or the development "
+        "secret with --dev).",
+    )
+    token.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    token.add_argument("--user", required=True, help="user id (the token's sub claim)")
+    token.add_argument("--ttl", type=float, help="seconds until the token expires")
+    token.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        help="connection token: subscribe server-side to this channel (repeatable)",
+    )
+    token.add_argument(
+        "--subscription",
+        metavar="CHANNEL",
+        help="mint a subscription token for CHANNEL instead of a connection token",
+    )
+    token.add_argument("--dev", action="store_true", help="use the development secret")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    for name in ("host", "port", "log_level"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "dev", False):
+        overrides["development"] = True
+    return load_settings(args.config, **overrides)
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from hubbub.app import create_app
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # SIGTERM/SIGINT are how operators stop the server: after the graceful shutdown
+            # the process exits 0 instead of dying again by the same signal.
+            self._captured_signals.clear()
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log = logging.getLogger("hubbub")
+    if settings.development:
+        log.warning(
+            "development mode: tokens are signed with a public secret and every channel is "
+            "open; do not expose this server"
+        )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.client.max_message_size,
+        # Compression costs CPU per connection per message and defeats encode-once fan-out.
+        ws_per_message_deflate=settings.websocket_compression,
+        log_level=settings.log_level,
+        lifespan="on",
+    )
+    server = Server(config)
+    server.run()
+    return EXIT_OK if server.started else EXIT_FAILURE
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from hubbub.auth import mint_connection_token, mint_subscription_token
+
+    secret = settings.token.hmac_secret_key
+    if not secret:
+        print(
+            "hubbub token: no HMAC secret configured: set token.hmac_secret_key in --config, "
+            "HUBBUB_TOKEN__HMAC_SECRET_KEY, or use --dev",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.subscription:
+        print(mint_subscription_token(secret, args.user, args.subscription, ttl=args.ttl))
+    else:
+        print(mint_connection_token(secret, args.user, ttl=args.ttl, channels=args.channel or None))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"hubbub {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        return _serve(settings)
+    return _token(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

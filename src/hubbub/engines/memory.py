@@ -1,0 +1,202 @@
+"""The memory engine: broker and presence for a single process.
+
+Streams, presence and idempotency keys live in dictionaries of this process. Time comes from a
+:class:`~hubbub.clock.Clock`, so TTLs are testable with a fake clock; expired entries are pruned
+lazily, on the next access, rather than by timers.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgspec
+
+from hubbub.clock import Clock, SystemClock
+from hubbub.engines.base import (
+    BrokerEventHandler,
+    HistoryFilter,
+    HistoryResult,
+    PresenceStats,
+    PublishOptions,
+    PublishResult,
+    StreamPosition,
+)
+from hubbub.protocol.codes import ErrorCode, error
+from hubbub.protocol.messages import ClientInfo, Publication
+
+
+def new_epoch() -> str:
+    """A random stream identity: 8 ASCII letters."""
+    return "".join(random.choices(string.ascii_letters, k=8))
+
+
+@dataclass(slots=True)
+class _Stream:
+    epoch: str
+    top: int = 0
+    # (expires_at, publication) oldest first; publications carry their offsets.
+    items: deque[tuple[float, Publication]] = field(default_factory=deque)
+    meta_expires_at: float = 0.0
+
+    def prune(self, now: float) -> None:
+        items = self.items
+        while items and items[0][0] <= now:
+            items.popleft()
+
+
+class MemoryBroker:
+    """A :class:`~hubbub.engines.base.Broker` for one process.
+
+    Publishing appends and delivers in the same synchronous step, so the contract's atomicity
+    and per-channel order hold trivially; nothing is ever lost between publish and delivery.
+    """
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._handler: BrokerEventHandler | None = None
+        self._subscribed: set[str] = set()
+        self._streams: dict[str, _Stream] = {}
+        self._idempotency: dict[tuple[str, str], tuple[float, PublishResult]] = {}
+
+    def set_event_handler(self, handler: BrokerEventHandler) -> None:
+        self._handler = handler
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._subscribed.clear()
+
+    async def subscribe(self, channel: str) -> None:
+        self._subscribed.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._subscribed.discard(channel)
+
+    def _stream(self, channel: str, opts: PublishOptions, now: float) -> _Stream:
+        stream = self._streams.get(channel)
+        if stream is not None and stream.meta_expires_at <= now:
+            # The stream was idle past its meta TTL: forget it, so a new epoch starts.
+            del self._streams[channel]
+            stream = None
+        if stream is None:
+            stream = _Stream(epoch=new_epoch())
+            self._streams[channel] = stream
+        stream.meta_expires_at = now + opts.history_meta_ttl
+        stream.prune(now)
+        return stream
+
+    def _forget_idempotency_keys(self, now: float) -> None:
+        expired = [key for key, (until, _) in self._idempotency.items() if until <= now]
+        for key in expired:
+            del self._idempotency[key]
+
+    async def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
+        now = self._clock.monotonic()
+        key = (channel, opts.idempotency_key)
+        if opts.idempotency_key:
+            self._forget_idempotency_keys(now)
+            seen = self._idempotency.get(key)
+            if seen is not None:
+                return PublishResult(position=seen[1].position, suppressed=True)
+        if opts.use_history:
+            stream = self._stream(channel, opts, now)
+            stream.top += 1
+            pub = msgspec.structs.replace(pub, offset=stream.top)
+            stream.items.append((now + opts.history_ttl, pub))
+            while len(stream.items) > opts.history_size:
+                stream.items.popleft()
+            position = StreamPosition(stream.top, stream.epoch)
+        else:
+            position = StreamPosition(0, "")
+        result = PublishResult(position=position)
+        if opts.idempotency_key:
+            self._idempotency[key] = (now + opts.idempotent_result_ttl, result)
+        if self._handler is not None and channel in self._subscribed:
+            self._handler.handle_publication(channel, pub, position)
+        return result
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        if self._handler is not None and channel in self._subscribed:
+            self._handler.handle_join(channel, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        if self._handler is not None and channel in self._subscribed:
+            self._handler.handle_leave(channel, info)
+
+    async def history(
+        self, channel: str, flt: HistoryFilter, opts: PublishOptions
+    ) -> HistoryResult:
+        now = self._clock.monotonic()
+        if not opts.use_history:
+            # No stream is kept for this channel: an empty stream without identity.
+            return HistoryResult(publications=[], position=StreamPosition(0, ""))
+        stream = self._streams.get(channel)
+        if stream is None or stream.meta_expires_at <= now:
+            stream = self._stream(channel, opts, now)
+        else:
+            stream.prune(now)
+        position = StreamPosition(stream.top, stream.epoch)
+        since = flt.since
+        if since is not None and since.epoch and since.epoch != stream.epoch:
+            raise error(ErrorCode.UNRECOVERABLE_POSITION)
+        if flt.limit == 0:
+            return HistoryResult(publications=[], position=position)
+        pubs = [pub for _, pub in stream.items]
+        if flt.reverse:
+            if since is not None and since.offset:
+                pubs = [p for p in pubs if p.offset < since.offset]
+            pubs.reverse()
+        elif since is not None:
+            pubs = [p for p in pubs if p.offset > since.offset]
+        if flt.limit > 0:
+            pubs = pubs[: flt.limit]
+        return HistoryResult(publications=pubs, position=position)
+
+    async def remove_history(self, channel: str) -> None:
+        stream = self._streams.get(channel)
+        if stream is not None:
+            stream.items.clear()
+
+
+class MemoryPresenceManager:
+    """A :class:`~hubbub.engines.base.PresenceManager` for one process."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        # channel -> client id -> (expires_at, info)
+        self._channels: dict[str, dict[str, tuple[float, ClientInfo]]] = {}
+
+    def _live(self, channel: str) -> dict[str, tuple[float, ClientInfo]]:
+        entries = self._channels.get(channel)
+        if entries is None:
+            return {}
+        now = self._clock.monotonic()
+        expired = [client for client, (until, _) in entries.items() if until <= now]
+        for client in expired:
+            del entries[client]
+        if not entries:
+            del self._channels[channel]
+        return entries
+
+    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
+        until = self._clock.monotonic() + ttl
+        self._channels.setdefault(channel, {})[info.client] = (until, info)
+
+    async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
+        entries = self._channels.get(channel)
+        if entries is not None:
+            entries.pop(client_id, None)
+            if not entries:
+                del self._channels[channel]
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        return {client: info for client, (_, info) in self._live(channel).items()}
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        entries = self._live(channel)
+        users = {info.user for _, info in entries.values()}
+        return PresenceStats(num_clients=len(entries), num_users=len(users))

@@ -1,0 +1,562 @@
+"""The node: this process's index of connections and channels, and hubbub's public Python API.
+
+The node keeps channel -> local subscribers and user -> local connections, receives the
+engine's events and fans them out: each publication is encoded once and the same bytes are
+queued on every subscriber's transport, without awaiting any peer. Applications (and the HTTP
+API) publish, subscribe users, disconnect them and read presence and history through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hubbub import __version__
+from hubbub.auth import TokenVerifier
+from hubbub.channels import ChannelRules
+from hubbub.clock import Clock, SystemClock
+from hubbub.config import ChannelOptions, Settings
+from hubbub.engines.base import (
+    Broker,
+    HistoryFilter,
+    HistoryResult,
+    PresenceManager,
+    PresenceStats,
+    PublishOptions,
+    StreamPosition,
+)
+from hubbub.engines.memory import MemoryBroker, MemoryPresenceManager
+from hubbub.protocol import codec
+from hubbub.protocol.codes import (
+    Disconnect,
+    DisconnectCode,
+    ErrorCode,
+    ProtocolError,
+    UnsubscribeCode,
+    disconnect,
+    error,
+)
+from hubbub.protocol.messages import (
+    EMPTY,
+    ClientInfo,
+    JoinLeave,
+    MessagePush,
+    Publication,
+    Push,
+    raw_from_json,
+)
+
+if TYPE_CHECKING:
+    from hubbub.session import Session
+
+log = logging.getLogger("hubbub.node")
+
+RPCHandler = Callable[["Session", msgspec.Raw], Awaitable[msgspec.Raw]]
+"""Answers an ``rpc`` command: gets the session and the request data, returns the reply data
+(use :func:`hubbub.protocol.messages.raw` to embed a Python value). Raising
+:class:`~hubbub.protocol.codes.ProtocolError` answers with that error."""
+
+SendHandler = Callable[["Session", msgspec.Raw], Awaitable[None]]
+"""Receives a ``send`` command (an asynchronous message without a reply)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What ``info`` reports about one node."""
+
+    uid: str
+    name: str
+    version: str
+    num_clients: int
+    num_users: int
+    num_channels: int
+    num_subs: int
+    uptime: int
+
+
+def to_payload(data: object) -> msgspec.Raw:
+    """Turn application data into a JSON payload.
+
+    ``msgspec.Raw`` and ``bytes``/``bytearray`` are taken as JSON text (validated, newlines
+    dropped); anything else is encoded as JSON.
+
+    Raises:
+        ProtocolError: 107 when bytes are not valid JSON or the value cannot be encoded.
+    """
+    if isinstance(data, msgspec.Raw):
+        return data
+    if isinstance(data, bytes | bytearray):
+        try:
+            msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            raise error(ErrorCode.BAD_REQUEST, "bad request: data is not valid JSON") from None
+        return raw_from_json(bytes(data))
+    try:
+        return msgspec.Raw(msgspec.json.encode(data))
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise error(ErrorCode.BAD_REQUEST, f"bad request: data is not JSON: {exc}") from None
+
+
+class Node:
+    """A hubbub server node.
+
+    Args:
+        settings: validated settings (see :func:`hubbub.config.load_settings`).
+        broker: the engine's broker; memory by default.
+        presence_manager: the engine's presence manager; memory by default.
+        clock: time source; the system clock by default.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker: Broker | None = None,
+        presence_manager: PresenceManager | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.clock: Clock = clock or SystemClock()
+        self.broker: Broker = broker or MemoryBroker(clock=self.clock)
+        self.presence_manager: PresenceManager = presence_manager or MemoryPresenceManager(
+            clock=self.clock
+        )
+        self.broker.set_event_handler(self)
+        self.uid = str(uuid.uuid4())
+        self.name = self.settings.name or f"hubbub-{self.uid[:8]}"
+        self.version = __version__
+        self.rules = ChannelRules(self.settings)
+        self.verifier = TokenVerifier(self.settings.token, self.clock)
+        self.rpc_handlers: dict[str, RPCHandler] = {}
+        self.send_handler: SendHandler | None = None
+        self.counters: Counter[str] = Counter()
+        self._channels: dict[str, dict[str, Session]] = {}
+        self._users: dict[str, dict[str, Session]] = {}
+        self._sessions: dict[str, Session] = {}
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started_at = time.monotonic()
+        self._presence_task: asyncio.Task[None] | None = None
+        self._running = False
+
+    # -----------------------------------------------------------------------------------------
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Start the engine and the periodic presence refresh. Idempotent."""
+        if self._running:
+            return
+        self._running = True
+        self._started_at = time.monotonic()
+        await self.broker.start()
+        self._presence_task = asyncio.create_task(self._refresh_presence_forever())
+
+    async def close(self, reason: Disconnect | None = None) -> None:
+        """Close every connection (3001 shutdown by default) and stop the engine."""
+        reason = reason or disconnect(DisconnectCode.SHUTDOWN)
+        for session in list(self._sessions.values()):
+            session.close(reason)
+        if self._presence_task is not None:
+            self._presence_task.cancel()
+            self._presence_task = None
+        for task in list(self._tasks):
+            task.cancel()
+        await self.broker.close()
+        self._running = False
+
+    @asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """An ASGI lifespan: ``FastAPI(lifespan=node.lifespan)`` starts and stops the node."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background, keeping a reference and logging its failure."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _refresh_presence_forever(self) -> None:
+        interval = self.settings.client.presence_update_interval
+        ttl = self.settings.client.presence_ttl
+        while True:
+            await asyncio.sleep(interval)
+            for session in list(self._sessions.values()):
+                for sub in list(session.subscriptions.values()):
+                    if sub.options.presence and sub.pending is None:
+                        try:
+                            await self.presence_manager.add_presence(sub.channel, sub.info, ttl)
+                        except Exception:
+                            log.exception("presence refresh failed for %s", sub.channel)
+
+    # -----------------------------------------------------------------------------------------
+    # Application hooks
+
+    def rpc(self, method: str) -> Callable[[RPCHandler], RPCHandler]:
+        """Decorator: register the handler of ``rpc`` commands named ``method``."""
+
+        def register(handler: RPCHandler) -> RPCHandler:
+            self.rpc_handlers[method] = handler
+            return handler
+
+        return register
+
+    def on_send(self, handler: SendHandler) -> SendHandler:
+        """Decorator: register the handler of ``send`` commands."""
+        self.send_handler = handler
+        return handler
+
+    # -----------------------------------------------------------------------------------------
+    # Local index (used by sessions)
+
+    def register_session(self, session: Session) -> None:
+        self._sessions[session.client_id] = session
+        self._users.setdefault(session.user, {})[session.client_id] = session
+
+    def unregister_session(self, session: Session) -> None:
+        self._sessions.pop(session.client_id, None)
+        conns = self._users.get(session.user)
+        if conns is not None:
+            conns.pop(session.client_id, None)
+            if not conns:
+                del self._users[session.user]
+
+    async def add_subscriber(self, channel: str, session: Session) -> None:
+        """Index ``session`` under ``channel``; the first local subscriber subscribes the node
+        to the channel in the engine. Returns once the node receives the channel."""
+        subs = self._channels.get(channel)
+        if subs is not None:
+            subs[session.client_id] = session
+            pending = self._subscribing.get(channel)
+            if pending is not None:
+                await asyncio.shield(pending)
+            return
+        self._channels[channel] = {session.client_id: session}
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._subscribing[channel] = done
+        try:
+            await self.broker.subscribe(channel)
+        except BaseException as exc:
+            subs = self._channels.pop(channel, None) or {}
+            done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            done.exception()  # mark retrieved: waiters get it through shield
+            raise
+        else:
+            done.set_result(None)
+        finally:
+            self._subscribing.pop(channel, None)
+
+    async def remove_subscriber(self, channel: str, session: Session) -> None:
+        """Drop ``session`` from ``channel``; the last one unsubscribes the node."""
+        subs = self._channels.get(channel)
+        if subs is None or subs.pop(session.client_id, None) is None:
+            return
+        if not subs:
+            del self._channels[channel]
+            await self.broker.unsubscribe(channel)
+
+    # -----------------------------------------------------------------------------------------
+    # Engine events (BrokerEventHandler): fan-out, never awaits.
+
+    def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
+        subs = self._channels.get(channel)
+        if not subs:
+            return
+        data = codec.encode_push(Push(channel=channel, pub=pub))
+        for session in list(subs.values()):
+            session.deliver(channel, pub, data)
+        self.counters["deliveries"] += len(subs)
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self._fan_out_join_leave(channel, Push(channel=channel, join=JoinLeave(info=info)))
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        self._fan_out_join_leave(channel, Push(channel=channel, leave=JoinLeave(info=info)))
+
+    def _fan_out_join_leave(self, channel: str, push: Push) -> None:
+        subs = self._channels.get(channel)
+        if not subs:
+            return
+        data = codec.encode_push(push)
+        for session in list(subs.values()):
+            session.deliver_join_leave(channel, data)
+
+    # -----------------------------------------------------------------------------------------
+    # Streams
+
+    @staticmethod
+    def publish_options(opts: ChannelOptions, *, skip_history: bool = False) -> PublishOptions:
+        if skip_history or not opts.use_history:
+            return PublishOptions()
+        return PublishOptions(
+            history_size=opts.history_size,
+            history_ttl=opts.history_ttl,
+            history_meta_ttl=opts.history_meta_ttl,
+        )
+
+    async def stream_top(self, channel: str, opts: ChannelOptions) -> StreamPosition:
+        """The current top position of ``channel``'s stream (creating its epoch if new)."""
+        result = await self.read_history(channel, HistoryFilter(limit=0), opts)
+        return result.position
+
+    async def read_history(
+        self, channel: str, flt: HistoryFilter, opts: ChannelOptions
+    ) -> HistoryResult:
+        return await self.broker.history(channel, flt, self.publish_options(opts))
+
+    async def publish_with_options(
+        self,
+        channel: str,
+        data: msgspec.Raw,
+        opts: ChannelOptions,
+        *,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+        idempotency_key: str = "",
+    ) -> StreamPosition:
+        """Publish a validated payload with known channel options (used by sessions and API)."""
+        pub = Publication(data=data, info=info, tags=tags or None)
+        popts = self.publish_options(opts, skip_history=skip_history)
+        if idempotency_key:
+            popts = PublishOptions(
+                history_size=popts.history_size,
+                history_ttl=popts.history_ttl,
+                history_meta_ttl=popts.history_meta_ttl,
+                idempotency_key=idempotency_key,
+            )
+        result = await self.broker.publish(channel, pub, popts)
+        self.counters["publications"] += 1
+        return result.position
+
+    # -----------------------------------------------------------------------------------------
+    # Public API
+
+    def _options(self, channel: str) -> ChannelOptions:
+        if not channel:
+            raise error(ErrorCode.BAD_REQUEST, "bad request: empty channel")
+        self.rules.validate(channel)
+        return self.rules.options(channel)
+
+    async def publish(
+        self,
+        channel: str,
+        data: object,
+        *,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+        idempotency_key: str = "",
+    ) -> StreamPosition:
+        """Publish ``data`` (any JSON value, or JSON text as bytes/``msgspec.Raw``) to ``channel``.
+
+        Returns:
+            The publication's stream position: offset and epoch, or ``(0, "")`` when the
+            channel keeps no history (or ``skip_history``).
+
+        Raises:
+            ProtocolError: 102 unknown namespace, 107 bad channel or data.
+        """
+        opts = self._options(channel)
+        payload = to_payload(data)
+        if payload is EMPTY:
+            raise error(ErrorCode.BAD_REQUEST, "bad request: empty data")
+        return await self.publish_with_options(
+            channel,
+            payload,
+            opts,
+            tags=tags,
+            skip_history=skip_history,
+            idempotency_key=idempotency_key,
+        )
+
+    async def broadcast(
+        self,
+        channels: Iterable[str],
+        data: object,
+        *,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+        idempotency_key: str = "",
+    ) -> list[StreamPosition | ProtocolError]:
+        """Publish the same data to several channels; one result or error per channel, in order."""
+        payload = to_payload(data)
+        results: list[StreamPosition | ProtocolError] = []
+        for channel in channels:
+            try:
+                results.append(
+                    await self.publish(
+                        channel,
+                        payload,
+                        tags=tags,
+                        skip_history=skip_history,
+                        idempotency_key=idempotency_key,
+                    )
+                )
+            except ProtocolError as exc:
+                results.append(exc)
+        return results
+
+    def _targets(self, user: str, client: str = "") -> list[Session]:
+        if client:
+            session = self._sessions.get(client)
+            return [session] if session is not None and session.user == user else []
+        return list(self._users.get(user, {}).values())
+
+    async def disconnect(
+        self,
+        user: str,
+        code: int = DisconnectCode.FORCE_DISCONNECT,
+        reason: str = "",
+        *,
+        client: str = "",
+        whitelist: Iterable[str] = (),
+    ) -> None:
+        """Close the connections of ``user`` (or only ``client``), sparing ``whitelist``."""
+        keep = set(whitelist)
+        if not reason:
+            try:
+                reason = disconnect(DisconnectCode(code)).reason
+            except ValueError:
+                reason = "disconnect"
+        for session in self._targets(user, client):
+            if session.client_id not in keep:
+                session.close(Disconnect(int(code), reason))
+
+    async def unsubscribe(self, user: str, channel: str, *, client: str = "") -> None:
+        """Unsubscribe ``user``'s connections from ``channel`` (unsubscribe push 2000)."""
+        self._options(channel)
+        for session in self._targets(user, client):
+            await session.server_unsubscribe(channel, UnsubscribeCode.SERVER)
+
+    async def subscribe(
+        self,
+        user: str,
+        channel: str,
+        *,
+        client: str = "",
+        info: object = None,
+        data: object = None,
+        recover_since: StreamPosition | None = None,
+    ) -> None:
+        """Subscribe ``user``'s live connections to ``channel`` server-side (subscribe push)."""
+        self._options(channel)
+        chan_info = EMPTY if info is None else to_payload(info)
+        payload = EMPTY if data is None else to_payload(data)
+        for session in self._targets(user, client):
+            try:
+                await session.server_subscribe(
+                    channel, chan_info=chan_info, data=payload, recover_since=recover_since
+                )
+            except ProtocolError as exc:
+                if exc.code != ErrorCode.ALREADY_SUBSCRIBED:
+                    raise
+
+    async def send_message(self, user: str, data: object, *, client: str = "") -> None:
+        """Send an asynchronous ``message`` push to ``user``'s connections (no channel)."""
+        encoded = codec.encode_push(Push(message=MessagePush(data=to_payload(data))))
+        for session in self._targets(user, client):
+            session.push_message(encoded)
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        """Who is in ``channel``, by client id. Raises 108 when presence is off there."""
+        opts = self._options(channel)
+        if not opts.presence:
+            raise error(ErrorCode.NOT_AVAILABLE)
+        return await self.presence_manager.presence(channel)
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        """Connection and user counts of ``channel``. Raises 108 when presence is off there."""
+        opts = self._options(channel)
+        if not opts.presence:
+            raise error(ErrorCode.NOT_AVAILABLE)
+        return await self.presence_manager.presence_stats(channel)
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        limit: int = 0,
+        since: StreamPosition | None = None,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """Read ``channel``'s stream (``limit`` 0 = position only, -1 = all).
+
+        Raises:
+            ProtocolError: 108 when the channel keeps no history, 112 when ``since`` names
+                another epoch, 107 for a reverse read from offset 0.
+        """
+        opts = self._options(channel)
+        if not opts.use_history:
+            raise error(ErrorCode.NOT_AVAILABLE)
+        if since is not None and reverse and since.offset == 0:
+            raise error(ErrorCode.BAD_REQUEST, "bad request: reverse history needs an offset")
+        return await self.read_history(
+            channel, HistoryFilter(limit=limit, since=since, reverse=reverse), opts
+        )
+
+    async def history_remove(self, channel: str) -> None:
+        """Drop ``channel``'s stored publications (its position is kept)."""
+        opts = self._options(channel)
+        if not opts.use_history:
+            raise error(ErrorCode.NOT_AVAILABLE)
+        await self.broker.remove_history(channel)
+
+    def channels(self, pattern: str = "") -> dict[str, int]:
+        """Channels with local subscribers and their subscriber counts, filtered by a glob."""
+        return {
+            name: len(subs)
+            for name, subs in self._channels.items()
+            if not pattern or fnmatch.fnmatchcase(name, pattern)
+        }
+
+    def info(self) -> list[NodeInfo]:
+        """Every node's statistics (this node only on the memory engine)."""
+        return [
+            NodeInfo(
+                uid=self.uid,
+                name=self.name,
+                version=self.version,
+                num_clients=len(self._sessions),
+                num_users=len(self._users),
+                num_channels=len(self._channels),
+                num_subs=sum(len(s) for s in self._channels.values()),
+                uptime=int(time.monotonic() - self._started_at),
+            )
+        ]
+
+    def session(self, client_id: str) -> Session | None:
+        """The local connection with ``client_id``, if any."""
+        return self._sessions.get(client_id)
+
+    # -----------------------------------------------------------------------------------------
+    # Counters (exported as metrics later)
+
+    def metrics_disconnect(self, code: int) -> None:
+        self.counters[f"disconnect.{code}"] += 1
+
+    def metrics_bad_input(self, code: int) -> None:
+        self.counters[f"bad_input.{code}"] += 1
+
+    def metrics_reply_error(self, code: int) -> None:
+        self.counters[f"reply_error.{code}"] += 1
+
+    def metrics_recovery(self, recovered: bool) -> None:
+        self.counters["recovery.ok" if recovered else "recovery.failed"] += 1

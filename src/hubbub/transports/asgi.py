@@ -1,0 +1,172 @@
+"""The ASGI WebSocket transport: serves the client protocol inside any ASGI server or app.
+
+Route it in Starlette or FastAPI with ``WebSocketRoute(path, WebSocketEndpoint(node))`` (see
+``examples/fastapi_app.py``); ``hubbub serve`` runs it under uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from hubbub.node import Node
+from hubbub.protocol.codes import DisconnectCode, disconnect
+from hubbub.session import Session
+from hubbub.transports.outbox import Outbox
+
+log = logging.getLogger("hubbub.transport")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_SUBPROTOCOL = "centrifuge-json"
+PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+def origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
+    """Whether a browser handshake from ``origin`` may connect.
+
+    No Origin header (non-browser clients) is allowed. Otherwise the origin must match an entry
+    of ``allowed`` (``*`` allows any; ``https://*.example.com`` style wildcards match
+    subdomains), or, with an empty list, be the same host as the request.
+    """
+    if not origin:
+        return True
+    if not allowed:
+        return urlsplit(origin).netloc.lower() == host.lower()
+    origin = origin.lower()
+    for pattern in allowed:
+        pattern = pattern.lower()
+        if pattern in ("*", origin):
+            return True
+        if "*" in pattern:
+            prefix, _, suffix = pattern.partition("*")
+            if origin.startswith(prefix) and origin.endswith(suffix):
+                return True
+    return False
+
+
+class WebSocketEndpoint:
+    """An ASGI application serving one WebSocket connection per call with the client protocol.
+
+    Args:
+        node: the node the connections belong to.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            raise RuntimeError("WebSocketEndpoint serves WebSocket connections only")
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        client = scope.get("client") or ("", 0)
+        remote = f"{client[0]}:{client[1]}"
+        settings = self.node.settings.client
+        origin = _header(scope, b"origin")
+        if not origin_allowed(origin, _header(scope, b"host"), settings.allowed_origins):
+            log.warning("refused WebSocket from %s: origin %r not allowed", remote, origin)
+            self.node.counters["handshake.origin_refused"] += 1
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        offered = list(scope.get("subprotocols") or ())
+        wants_protobuf = PROTOBUF_SUBPROTOCOL in offered or "protobuf" in (
+            query.get("format", []) + query.get("cf_protocol", [])
+        )
+        accept: Message = {"type": "websocket.accept"}
+        if JSON_SUBPROTOCOL in offered:
+            accept["subprotocol"] = JSON_SUBPROTOCOL
+        elif wants_protobuf:
+            accept["subprotocol"] = PROTOBUF_SUBPROTOCOL if offered else None
+        await send(accept)
+        frame_pings = query.get("cf_ws_frame_ping_pong", [""])[0] == "true"
+        await self._serve(send, receive, remote, wants_protobuf, frame_pings)
+
+    async def _serve(
+        self, send: Send, receive: Receive, remote: str, protobuf: bool, frame_pings: bool
+    ) -> None:
+        node = self.node
+        max_size = node.settings.client.max_message_size
+
+        async def send_frame(data: bytes) -> None:
+            await send({"type": "websocket.send", "text": data.decode()})
+
+        async def send_close(code: int, reason: str) -> None:
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+
+        outbox = Outbox(send_frame, send_close, node.settings.client.queue_max_size)
+        session = Session(node, outbox, app_pings=not frame_pings, remote=remote)
+        outbox.on_overflow = session.slow
+        writer = asyncio.create_task(outbox.run())
+        session.start()
+        node.counters["connections.accepted"] += 1
+        try:
+            if protobuf:
+                # The Protobuf format is not served yet: tell the client plainly, terminally.
+                session.close(
+                    disconnect(
+                        DisconnectCode.INAPPROPRIATE_PROTOCOL,
+                        "inappropriate protocol: protobuf is not supported, use JSON",
+                    )
+                )
+            while True:
+                receive_task = asyncio.ensure_future(receive())
+                done, _ = await asyncio.wait(
+                    (receive_task, writer), return_when=asyncio.FIRST_COMPLETED
+                )
+                if receive_task not in done:
+                    # The writer finished: the close frame is out (or the peer is gone).
+                    receive_task.cancel()
+                    break
+                message = receive_task.result()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    break
+                if kind != "websocket.receive" or outbox.closing:
+                    continue
+                text = message.get("text")
+                if text is None:
+                    session.close(
+                        disconnect(
+                            DisconnectCode.INAPPROPRIATE_PROTOCOL,
+                            "inappropriate protocol: binary frame on a JSON connection",
+                        )
+                    )
+                    node.metrics_bad_input(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+                    continue
+                data = text.encode()
+                if len(data) > max_size:
+                    node.metrics_bad_input(DisconnectCode.MESSAGE_TOO_BIG)
+                    session.close(disconnect(DisconnectCode.MESSAGE_TOO_BIG))
+                    continue
+                await session.handle_frame(data)
+        except Exception:
+            log.exception("connection %s failed", session.client_id)
+            session.close(disconnect(DisconnectCode.INTERNAL))
+        finally:
+            if not writer.done():
+                if not outbox.closing:
+                    outbox.abort()
+                try:
+                    # Bounded: a peer that stopped reading must not hold the connection open.
+                    await asyncio.wait_for(writer, timeout=5.0)
+                except Exception:
+                    log.debug("connection %s: writer did not finish cleanly", session.client_id)
+            elif not writer.cancelled() and writer.exception() is not None:
+                log.debug("connection %s: write failed: %s", session.client_id, writer.exception())
+            await session.closed()

@@ -1,0 +1,150 @@
+"""Shared fixtures: settings for tests and a real server on a loopback port.
+
+Every wait in the tests is a multiple of ``UNIT`` seconds, scaled by the environment variable
+``HUBBUB_TEST_TIME_FACTOR`` on slow machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+
+from hubbub.app import create_app
+from hubbub.config import Settings
+from hubbub.node import Node
+
+UNIT = float(os.environ.get("HUBBUB_TEST_TIME_FACTOR", "1"))
+SECRET = "test-secret-of-thirty-two-bytes-at-least"
+
+_OPEN = {
+    "allow_subscribe_for_client": True,
+    "allow_publish_for_client": True,
+    "allow_presence_for_client": True,
+    "allow_history_for_client": True,
+}
+
+
+def suite_settings(**overrides: Any) -> Settings:
+    """Settings used by the suite: a few namespaces covering the option combinations."""
+    data: dict[str, Any] = {
+        "token": {"hmac_secret_key": SECRET},
+        "client": {"ping_interval": 25, "pong_timeout": 8},
+        "channel": {
+            "without_namespace": {
+                **_OPEN,
+                "presence": True,
+                "join_leave": True,
+                "history_size": 100,
+                "history_ttl": 300,
+                "force_recovery": True,
+            },
+            "namespaces": [
+                {
+                    "name": "chat",
+                    **_OPEN,
+                    "presence": True,
+                    "join_leave": True,
+                    "force_push_join_leave": True,
+                    "history_size": 100,
+                    "history_ttl": 300,
+                    "force_recovery": True,
+                    "allow_user_limited_channels": True,
+                },
+                {
+                    "name": "small",
+                    **_OPEN,
+                    "history_size": 3,
+                    "history_ttl": 300,
+                    "force_recovery": True,
+                },
+                {"name": "live", **_OPEN},
+                {
+                    "name": "locked",
+                    "presence": True,
+                    "history_size": 10,
+                    "history_ttl": 300,
+                    "allow_publish_for_subscriber": True,
+                    "allow_presence_for_subscriber": True,
+                    "allow_history_for_subscriber": True,
+                },
+                {"name": "dialog", "allow_user_limited_channels": True},
+            ],
+        },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return Settings(**data)
+
+
+@dataclass
+class RunningServer:
+    """A hubbub server serving on a loopback port in the test's event loop."""
+
+    node: Node
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/connection/websocket"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the test runner owns the signals
+        pass
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[Callable[..., Any]]:
+    """Factory: ``await start_server(settings)`` runs a server until the test ends."""
+    running: list[tuple[_Server, asyncio.Task[None]]] = []
+
+    async def start(settings: Settings | None = None) -> RunningServer:
+        settings = settings or suite_settings()
+        node = Node(settings)
+        config = uvicorn.Config(
+            create_app(node=node),
+            host="127.0.0.1",
+            port=0,
+            lifespan="on",
+            log_level="warning",
+            ws_max_size=settings.client.max_message_size,
+            ws_per_message_deflate=settings.websocket_compression,
+        )
+        server = _Server(config)
+        task = asyncio.create_task(server.serve())
+        for _ in range(int(500 * UNIT)):
+            if server.started:
+                break
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        assert server.started, "server did not start"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        running.append((server, task))
+        return RunningServer(node=node, port=port)
+
+    yield start
+    for server, _ in running:
+        server.should_exit = True
+    for _, task in running:
+        await asyncio.wait_for(task, timeout=10 * UNIT)
+
+
+@pytest.fixture
+async def server(start_server: Callable[..., Any]) -> RunningServer:
+    """A server with :func:`suite_settings`."""
+    result: RunningServer = await start_server()
+    return result

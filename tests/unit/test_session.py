@@ -1,0 +1,610 @@
+"""The session state machine, driven with plain objects: a list transport and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from tests.conftest import SECRET, suite_settings
+
+from hubbub.auth import mint_connection_token, mint_subscription_token
+from hubbub.clock import FakeClock
+from hubbub.engines.base import HistoryFilter, HistoryResult, PublishOptions
+from hubbub.engines.memory import MemoryBroker
+from hubbub.node import Node
+from hubbub.protocol.codes import DisconnectCode
+from hubbub.protocol.messages import raw
+from hubbub.session import Session
+
+
+class ListTransport:
+    """Collects what a session writes; remembers the close code."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None
+
+    def write(self, data: bytes) -> None:
+        if self.close_code is None:
+            self.sent.append(msgspec.json.decode(data))
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+
+    def take(self) -> list[dict[str, Any]]:
+        sent, self.sent = self.sent, []
+        return sent
+
+    def pushes(self, kind: str) -> list[dict[str, Any]]:
+        return [m["push"] for m in self.sent if "push" in m and kind in m["push"]]
+
+
+class Harness:
+    def __init__(self, node: Node, clock: FakeClock) -> None:
+        self.node = node
+        self.clock = clock
+
+    def token(self, user: str, **kwargs: Any) -> str:
+        return mint_connection_token(SECRET, user, now=self.clock.time(), **kwargs)
+
+    async def session(self, user: str | None = "alice", **token_kwargs: Any) -> Session:
+        """A connected session (or only started, with ``user=None``)."""
+        session = Session(self.node, ListTransport())
+        session.start()
+        if user is not None:
+            await send(session, {"id": 1, "connect": {"token": self.token(user, **token_kwargs)}})
+            reply = transport(session).take()[0]
+            assert "connect" in reply, reply
+        return session
+
+
+def transport(session: Session) -> ListTransport:
+    assert isinstance(session.transport, ListTransport)
+    return session.transport
+
+
+async def send(session: Session, *commands: dict[str, Any]) -> list[dict[str, Any]]:
+    frame = b"\n".join(msgspec.json.encode(c) for c in commands)
+    await session.handle_frame(frame)
+    return transport(session).sent
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    """Sessions without pong checks, so long clock jumps test one timer at a time."""
+    clock = FakeClock()
+    node = Node(suite_settings(client={"pong_timeout": 0}), clock=clock)
+    yield Harness(node, clock)
+
+
+@pytest.fixture
+async def hp() -> AsyncIterator[Harness]:
+    """Sessions with the default heartbeat: ping every 25 s, pong within 8 s."""
+    clock = FakeClock()
+    node = Node(suite_settings(), clock=clock)
+    yield Harness(node, clock)
+
+
+# ---------------------------------------------------------------------------------------------
+# connect
+
+
+async def test_connect_result(hp: Harness) -> None:
+    h = hp
+    session = Session(h.node, ListTransport())
+    session.start()
+    await send(session, {"id": 1, "connect": {"token": h.token("alice"), "name": "python"}})
+    (reply,) = transport(session).take()
+    result = reply["connect"]
+    assert reply["id"] == 1
+    assert result["client"] == session.client_id
+    assert result["version"]
+    assert result["ping"] == 25 and result["pong"] is True
+    assert "expires" not in result
+    # The personal channel is subscribed server-side, with its stream position.
+    personal = result["subs"]["#alice"]
+    assert personal["recoverable"] is True and personal["epoch"]
+    assert "offset" not in personal  # 0 is omitted, as every zero value
+
+
+async def test_connect_with_expiring_token(h: Harness) -> None:
+    session = Session(h.node, ListTransport())
+    await send(session, {"id": 1, "connect": {"token": h.token("bob", ttl=3600)}})
+    result = transport(session).take()[0]["connect"]
+    assert result["expires"] is True and result["ttl"] == 3600
+
+
+async def test_connect_and_subscribe_in_one_frame(h: Harness) -> None:
+    session = Session(h.node, ListTransport())
+    await send(
+        session,
+        {"connect": {"token": h.token("alice")}, "id": 1},
+        {"subscribe": {"channel": "news", "flag": 1}, "id": 2},
+    )
+    replies = transport(session).take()
+    assert [r.get("id") for r in replies][:2] == [1, 2]
+    assert replies[1]["subscribe"]["recoverable"] is True
+
+
+async def test_no_credentials_is_bad_request(h: Harness) -> None:
+    session = Session(h.node, ListTransport())
+    await send(session, {"id": 1, "connect": {}})
+    assert transport(session).close_code == DisconnectCode.BAD_REQUEST
+
+
+async def test_invalid_token_closes_3500(h: Harness) -> None:
+    session = Session(h.node, ListTransport())
+    await send(session, {"id": 1, "connect": {"token": "not-a-jwt"}})
+    assert transport(session).close_code == DisconnectCode.INVALID_TOKEN
+
+
+async def test_expired_token_is_109_then_unusable(h: Harness) -> None:
+    session = Session(h.node, ListTransport())
+    token = mint_connection_token(SECRET, "alice", ttl=10, now=h.clock.time() - 60)
+    await send(session, {"id": 1, "connect": {"token": token}})
+    assert transport(session).take() == [
+        {"id": 1, "error": {"code": 109, "message": "token expired"}}
+    ]
+    await send(session, {"id": 2, "connect": {"token": h.token("alice")}})
+    assert transport(session).close_code == DisconnectCode.BAD_REQUEST
+
+
+async def test_command_before_connect(h: Harness) -> None:
+    session = Session(h.node, ListTransport())
+    await send(session, {"id": 1, "subscribe": {"channel": "news"}})
+    assert transport(session).close_code == DisconnectCode.BAD_REQUEST
+
+
+async def test_second_connect(h: Harness) -> None:
+    session = await h.session()
+    await send(session, {"id": 2, "connect": {"token": h.token("alice")}})
+    assert transport(session).close_code == DisconnectCode.BAD_REQUEST
+
+
+async def test_stale_connection(h: Harness) -> None:
+    session = await h.session(user=None)
+    h.clock.advance(9.9)
+    assert transport(session).close_code is None
+    h.clock.advance(0.2)
+    assert transport(session).close_code == DisconnectCode.STALE
+
+
+async def test_anonymous_when_allowed() -> None:
+    clock = FakeClock()
+    node = Node(suite_settings(client={"allow_anonymous_connect_without_token": True}), clock=clock)
+    session = Session(node, ListTransport())
+    await send(session, {"id": 1, "connect": {}})
+    result = transport(session).take()[0]["connect"]
+    assert "subs" not in result  # no personal channel for anonymous users
+    assert session.user == ""
+
+
+async def test_unknown_namespace_in_token_channels(h: Harness) -> None:
+    session = Session(h.node, ListTransport())
+    await send(session, {"id": 1, "connect": {"token": h.token("a", channels=["nope:x"])}})
+    assert transport(session).take()[0]["error"]["code"] == 102
+
+
+# ---------------------------------------------------------------------------------------------
+# heartbeats and expiry
+
+
+def advance_until_ping(h: Harness, session: Session, limit: float) -> float:
+    """Advance the clock in 0.1 s steps until the session pings; the time it took."""
+    waited = 0.0
+    while {} not in transport(session).sent:
+        assert waited < limit, f"no ping within {limit} s"
+        h.clock.advance(0.1)
+        waited += 0.1
+    transport(session).take()
+    return waited
+
+
+async def test_ping_and_pong(hp: Harness) -> None:
+    h = hp
+    session = await h.session()
+    # The first ping comes at a random moment in [ping/2, ping), then every ping seconds.
+    first = advance_until_ping(h, session, 25)
+    assert 12.4 <= first <= 25.1
+    await send(session, {})
+    h.clock.advance(8.5)
+    assert transport(session).close_code is None
+    assert 16 < advance_until_ping(h, session, 25) <= 25.1
+    h.clock.advance(7.9)
+    assert transport(session).close_code is None
+    h.clock.advance(0.2)
+    assert transport(session).close_code == DisconnectCode.NO_PONG
+
+
+async def test_stray_pong_is_tolerated(hp: Harness) -> None:
+    session = await hp.session()
+    await send(session, {})
+    assert transport(session).close_code is None
+
+
+async def test_pings_regardless_of_traffic(hp: Harness) -> None:
+    h = hp
+    session = await h.session()
+    for _ in range(5):
+        await send(session, {"id": 7, "presence_stats": {"channel": "news"}})
+        h.clock.advance(5)
+    assert {} in transport(session).sent
+
+
+async def test_expired_connection_closes_after_grace(h: Harness) -> None:
+    session = await h.session(ttl=60)
+    h.clock.advance(60 + 24)
+    assert transport(session).close_code is None
+    h.clock.advance(2)
+    assert transport(session).close_code == DisconnectCode.EXPIRED
+
+
+async def test_refresh_extends(h: Harness) -> None:
+    session = await h.session(ttl=60)
+    h.clock.advance(50)
+    await send(session, {"id": 2, "refresh": {"token": h.token("alice", ttl=600)}})
+    reply = next(m for m in transport(session).take() if m.get("id") == 2)
+    assert reply["refresh"]["expires"] is True and reply["refresh"]["ttl"] == 600
+    h.clock.advance(100)
+    assert transport(session).close_code is None
+
+
+async def test_refresh_for_another_user(h: Harness) -> None:
+    session = await h.session(ttl=60)
+    await send(session, {"id": 2, "refresh": {"token": h.token("mallory", ttl=600)}})
+    assert transport(session).close_code == DisconnectCode.INVALID_TOKEN
+
+
+# ---------------------------------------------------------------------------------------------
+# subscribe and friends
+
+
+@pytest.mark.parametrize(
+    ("channel", "code"),
+    [("nope:x", 102), ("locked:x", 103), ("x" * 300, 107), ("caf\u00e9", 107)],
+)
+async def test_subscribe_errors(h: Harness, channel: str, code: int) -> None:
+    session = await h.session()
+    await send(session, {"id": 2, "subscribe": {"channel": channel}})
+    assert transport(session).take()[0]["error"]["code"] == code
+    assert transport(session).close_code is None
+
+
+async def test_subscribe_empty_channel_closes(h: Harness) -> None:
+    session = await h.session()
+    await send(session, {"id": 2, "subscribe": {"channel": ""}})
+    assert transport(session).close_code == DisconnectCode.BAD_REQUEST
+
+
+async def test_already_subscribed_and_limit() -> None:
+    clock = FakeClock()
+    node = Node(suite_settings(client={"channel_limit": 2, "personal_channel": False}), clock=clock)
+    session = Session(node, ListTransport())
+    token = mint_connection_token(SECRET, "u", now=clock.time())
+    await send(session, {"id": 1, "connect": {"token": token}})
+    await send(
+        session,
+        {"id": 2, "subscribe": {"channel": "a"}},
+        {"id": 3, "subscribe": {"channel": "a"}},
+        {"id": 4, "subscribe": {"channel": "b"}},
+        {"id": 5, "subscribe": {"channel": "c"}},
+    )
+    errors = {m["id"]: m["error"]["code"] for m in transport(session).sent if "error" in m}
+    assert errors == {3: 105, 5: 106}
+
+
+async def test_private_channel_needs_token(h: Harness) -> None:
+    session = await h.session()
+    await send(session, {"id": 2, "subscribe": {"channel": "$locked:vip"}})
+    assert transport(session).take()[0]["error"]["code"] == 103
+    token = mint_subscription_token(SECRET, "alice", "$locked:vip", now=h.clock.time())
+    await send(session, {"id": 3, "subscribe": {"channel": "$locked:vip", "token": token}})
+    assert "subscribe" in transport(session).take()[0]
+    bad = mint_subscription_token("other-secret-other-secret-other!!", "alice", "$locked:v2")
+    await send(session, {"id": 4, "subscribe": {"channel": "$locked:v2", "token": bad}})
+    assert transport(session).take()[0]["error"]["code"] == 103
+
+
+async def test_subscription_token_for_other_user_closes(h: Harness) -> None:
+    session = await h.session()
+    token = mint_subscription_token(SECRET, "bob", "$locked:vip", now=h.clock.time())
+    await send(session, {"id": 3, "subscribe": {"channel": "$locked:vip", "token": token}})
+    assert transport(session).close_code == DisconnectCode.INVALID_TOKEN
+
+
+async def test_user_limited_channel(h: Harness) -> None:
+    alice = await h.session("alice")
+    await send(alice, {"id": 2, "subscribe": {"channel": "dialog:#alice,bob"}})
+    assert "subscribe" in transport(alice).take()[0]
+    eve = await h.session("eve")
+    await send(eve, {"id": 2, "subscribe": {"channel": "dialog:#alice,bob"}})
+    assert transport(eve).take()[0]["error"]["code"] == 103
+
+
+async def test_publish_fans_out_with_offsets(h: Harness) -> None:
+    alice, bob = await h.session("alice"), await h.session("bob")
+    await send(bob, {"id": 2, "subscribe": {"channel": "news"}})
+    transport(bob).take()
+    await send(alice, {"id": 2, "publish": {"channel": "news", "data": {"n": 1}}})
+    assert transport(alice).take() == [{"id": 2, "publish": {}}]
+    (pub,) = transport(bob).pushes("pub")
+    assert pub["channel"] == "news"
+    assert pub["pub"]["data"] == {"n": 1} and pub["pub"]["offset"] == 1
+    assert pub["pub"]["info"]["user"] == "alice"
+
+
+async def test_publish_errors(h: Harness) -> None:
+    session = await h.session()
+    await send(
+        session,
+        {"id": 2, "publish": {"channel": "news"}},
+        {"id": 3, "publish": {"channel": "locked:x", "data": 1}},
+        {"id": 4, "publish": {"channel": "nope:x", "data": 1}},
+        {"id": 5, "publish": {"channel": "", "data": 1}},
+    )
+    codes = {m["id"]: m["error"]["code"] for m in transport(session).sent}
+    assert codes == {2: 107, 3: 103, 4: 102, 5: 107}
+
+
+async def test_join_leave_pushes_include_own_join(h: Harness) -> None:
+    alice, bob = await h.session("alice"), await h.session("bob")
+    await send(alice, {"id": 2, "subscribe": {"channel": "chat:room"}})
+    await send(bob, {"id": 2, "subscribe": {"channel": "chat:room"}})
+    joins = [p["join"]["info"]["user"] for p in transport(alice).pushes("join")]
+    assert joins == ["alice", "bob"]
+    await send(bob, {"id": 3, "unsubscribe": {"channel": "chat:room"}})
+    assert transport(bob).sent[-1] == {"id": 3, "unsubscribe": {}}
+    (leave,) = transport(alice).pushes("leave")
+    assert leave["leave"]["info"]["client"] == bob.client_id
+
+
+async def test_presence_and_stats(h: Harness) -> None:
+    alice, bob = await h.session("alice"), await h.session("bob")
+    bob2 = await h.session("bob")
+    for s in (alice, bob, bob2):
+        await send(s, {"id": 2, "subscribe": {"channel": "chat:p"}})
+    await send(alice, {"id": 3, "presence": {"channel": "chat:p"}})
+    await send(alice, {"id": 4, "presence_stats": {"channel": "chat:p"}})
+    replies = {m["id"]: m for m in transport(alice).sent if m.get("id") in (3, 4)}
+    assert set(replies[3]["presence"]["presence"]) == {s.client_id for s in (alice, bob, bob2)}
+    assert replies[4]["presence_stats"] == {"num_clients": 3, "num_users": 2}
+    await bob2.closed()
+    stats = await h.node.presence_stats("chat:p")
+    assert (stats.num_clients, stats.num_users) == (2, 2)
+
+
+async def test_presence_not_available(h: Harness) -> None:
+    session = await h.session()
+    await send(session, {"id": 3, "presence": {"channel": "live:x"}})
+    assert transport(session).take()[0]["error"]["code"] == 108
+
+
+async def test_history_command(h: Harness) -> None:
+    session = await h.session()
+    for n in range(1, 6):
+        await h.node.publish("news", {"n": n})
+    await send(session, {"id": 2, "history": {"channel": "news", "limit": 2}})
+    await send(session, {"id": 3, "history": {"channel": "news", "limit": 2, "reverse": True}})
+    await send(
+        session,
+        {"id": 4, "history": {"channel": "news", "limit": -1, "since": {"offset": 3}}},
+    )
+    await send(session, {"id": 5, "history": {"channel": "news"}})
+    replies = {m["id"]: m["history"] for m in transport(session).take()}
+    assert [p["offset"] for p in replies[2]["publications"]] == [1, 2]
+    assert [p["offset"] for p in replies[3]["publications"]] == [5, 4]
+    assert [p["data"]["n"] for p in replies[4]["publications"]] == [4, 5]
+    assert replies[5] == {"publications": [], "epoch": replies[2]["epoch"], "offset": 5}
+
+
+async def test_history_errors(h: Harness) -> None:
+    session = await h.session()
+    await h.node.publish("news", 1)
+    await send(
+        session,
+        {"id": 2, "history": {"channel": "news", "since": {"offset": 1, "epoch": "other"}}},
+        {"id": 3, "history": {"channel": "live:x", "limit": 1}},
+        {"id": 4, "history": {"channel": "news", "reverse": True, "since": {"offset": 0}}},
+    )
+    codes = {m["id"]: m["error"]["code"] for m in transport(session).sent}
+    assert codes == {2: 112, 3: 108, 4: 107}
+
+
+# ---------------------------------------------------------------------------------------------
+# recovery
+
+
+async def test_recovery_after_missed_publications(h: Harness) -> None:
+    first = await h.session("alice")
+    await send(first, {"id": 2, "subscribe": {"channel": "news"}})
+    sub = transport(first).take()[0]["subscribe"]
+    epoch = sub["epoch"]
+    await h.node.publish("news", "a")
+    await first.closed()
+    await h.node.publish("news", "b")
+    await h.node.publish("news", "c")
+    again = await h.session("alice")
+    await send(
+        again,
+        {"id": 2, "subscribe": {"channel": "news", "recover": True, "offset": 1, "epoch": epoch}},
+    )
+    result = transport(again).take()[0]["subscribe"]
+    assert result["recovered"] is True and result["was_recovering"] is True
+    assert result["offset"] == 1 and result["epoch"] == epoch
+    assert [p["data"] for p in result["publications"]] == ["b", "c"]
+
+
+async def test_recovery_fails_when_history_is_exceeded(h: Harness) -> None:
+    session = await h.session()
+    await send(session, {"id": 2, "subscribe": {"channel": "small:x"}})
+    epoch = transport(session).take()[0]["subscribe"]["epoch"]
+    for n in range(6):
+        await h.node.publish("small:x", n)
+    await send(session, {"id": 3, "unsubscribe": {"channel": "small:x"}})
+    recover = {"channel": "small:x", "recover": True, "offset": 1, "epoch": epoch}
+    await send(session, {"id": 4, "subscribe": recover})
+    result = next(m for m in transport(session).take() if m.get("id") == 4)["subscribe"]
+    assert result["was_recovering"] is True and "recovered" not in result
+    assert result["offset"] == 6 and "publications" not in result
+    await send(session, {"id": 5, "unsubscribe": {"channel": "small:x"}})
+    await send(session, {"id": 6, "subscribe": {**recover, "flag": 3}})
+    assert transport(session).sent[-1]["error"]["code"] == 112
+
+
+async def test_recovery_with_wrong_epoch(h: Harness) -> None:
+    session = await h.session()
+    await h.node.publish("news", 1)
+    recover = {"channel": "news", "recover": True, "offset": 1, "epoch": "_"}
+    await send(session, {"id": 2, "subscribe": recover})
+    result = transport(session).take()[0]["subscribe"]
+    assert "recovered" not in result and result["offset"] == 1
+
+
+class GatedBroker(MemoryBroker):
+    """A memory broker whose history reads wait for a gate, so publications can land while a
+    subscriber is between registering and reading history."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.gate: asyncio.Event | None = None
+        self.reading = asyncio.Event()
+
+    async def history(
+        self, channel: str, flt: HistoryFilter, opts: PublishOptions
+    ) -> HistoryResult:
+        if self.gate is not None and flt.limit != 0:
+            self.reading.set()
+            await self.gate.wait()
+        return await super().history(channel, flt, opts)
+
+
+async def test_recovery_merges_concurrent_publications() -> None:
+    clock = FakeClock()
+    broker = GatedBroker(clock)
+    node = Node(suite_settings(), clock=clock, broker=broker)
+    h = Harness(node, clock)
+    watcher = await h.session("bob")
+    await send(watcher, {"id": 2, "subscribe": {"channel": "news"}})
+    epoch = transport(watcher).take()[0]["subscribe"]["epoch"]
+    for n in (1, 2, 3):
+        await node.publish("news", n)
+
+    session = await h.session("alice")
+    broker.gate = asyncio.Event()
+    recover = {"channel": "news", "recover": True, "offset": 1, "epoch": epoch}
+    task = asyncio.create_task(send(session, {"id": 2, "subscribe": recover}))
+    await broker.reading.wait()
+    # Publications 4 and 5 arrive live while the history read is in flight.
+    await node.publish("news", 4)
+    await node.publish("news", 5)
+    broker.gate.set()
+    await task
+    messages = transport(session).take()
+    result = messages[0]["subscribe"]
+    assert result["recovered"] is True
+    recovered = [p["data"] for p in result["publications"]]
+    live = [m["push"]["pub"]["data"] for m in messages[1:] if "pub" in m.get("push", {})]
+    # Every publication after offset 1 exactly once, in order, reply first.
+    assert recovered + live == [2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------------------------------
+# rpc, send, server-side API
+
+
+async def test_rpc(h: Harness) -> None:
+    session = await h.session()
+    await send(session, {"id": 2, "rpc": {"method": "nope", "data": {}}})
+    assert transport(session).take()[0]["error"] == {"code": 104, "message": "method not found"}
+
+    @h.node.rpc("echo")
+    async def echo(s: Session, data: msgspec.Raw) -> msgspec.Raw:
+        return raw({"user": s.user, "got": msgspec.json.decode(data)})
+
+    await send(session, {"id": 3, "rpc": {"method": "echo", "data": [1]}})
+    assert transport(session).take()[0] == {"id": 3, "rpc": {"data": {"user": "alice", "got": [1]}}}
+
+
+async def test_send_without_handler(h: Harness) -> None:
+    session = await h.session()
+    await send(session, {"send": {"data": {"typing": True}}})
+    assert transport(session).close_code == DisconnectCode.NOT_AVAILABLE
+
+
+async def test_send_with_handler(h: Harness) -> None:
+    got: list[Any] = []
+
+    @h.node.on_send
+    async def on_send(s: Session, data: msgspec.Raw) -> None:
+        got.append((s.user, msgspec.json.decode(data)))
+
+    session = await h.session()
+    await send(session, {"send": {"data": {"typing": True}}})
+    assert got == [("alice", {"typing": True})]
+    assert transport(session).close_code is None
+
+
+async def test_command_without_id_closes(h: Harness) -> None:
+    session = await h.session()
+    await send(session, {"presence": {"channel": "news"}})
+    assert transport(session).close_code == DisconnectCode.BAD_REQUEST
+
+
+async def test_unknown_command_closes(h: Harness) -> None:
+    session = await h.session()
+    await send(session, {"id": 5, "frobnicate": {}})
+    assert transport(session).close_code == DisconnectCode.BAD_REQUEST
+
+
+async def test_server_side_subscribe_unsubscribe_disconnect(h: Harness) -> None:
+    session = await h.session("carol")
+    await h.node.subscribe("carol", "chat:ops")
+    (push,) = transport(session).pushes("subscribe")
+    assert push["channel"] == "chat:ops" and push["subscribe"]["recoverable"] is True
+    await h.node.publish("chat:ops", {"x": 1})
+    assert transport(session).pushes("pub")[-1]["pub"]["data"] == {"x": 1}
+    await h.node.unsubscribe("carol", "chat:ops")
+    (unsub,) = transport(session).pushes("unsubscribe")
+    assert unsub["unsubscribe"] == {"code": 2000, "reason": "server unsubscribe"}
+    await h.node.disconnect("carol")
+    assert transport(session).close_code == DisconnectCode.FORCE_DISCONNECT
+
+
+async def test_personal_channel_receives(h: Harness) -> None:
+    session = await h.session("dave")
+    await h.node.publish("#dave", {"note": "hi"})
+    (pub,) = transport(session).pushes("pub")
+    assert pub["channel"] == "#dave" and pub["pub"]["offset"] == 1
+
+
+async def test_subscription_expiry_unsubscribes(h: Harness) -> None:
+    session = await h.session()
+    token = mint_subscription_token(SECRET, "alice", "$locked:vip", ttl=30, now=h.clock.time())
+    await send(session, {"id": 2, "subscribe": {"channel": "$locked:vip", "token": token}})
+    result = transport(session).take()[0]["subscribe"]
+    assert result["expires"] is True and result["ttl"] == 30
+    h.clock.advance(30 + 26)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    (push,) = transport(session).pushes("unsubscribe")
+    assert push["unsubscribe"]["code"] == 2501
+
+
+async def test_sub_refresh(h: Harness) -> None:
+    session = await h.session()
+    token = mint_subscription_token(SECRET, "alice", "$locked:vip", ttl=30, now=h.clock.time())
+    await send(session, {"id": 2, "subscribe": {"channel": "$locked:vip", "token": token}})
+    fresh = mint_subscription_token(SECRET, "alice", "$locked:vip", ttl=300, now=h.clock.time())
+    await send(session, {"id": 3, "sub_refresh": {"channel": "$locked:vip", "token": fresh}})
+    assert transport(session).sent[-1] == {"id": 3, "sub_refresh": {"expires": True, "ttl": 300}}
+    await send(session, {"id": 4, "sub_refresh": {"channel": "$locked:other", "token": fresh}})
+    assert transport(session).sent[-1]["error"]["code"] == 103
