@@ -82,6 +82,16 @@ class Namespace(ChannelOptions):
         return self
 
 
+DEV_CHANNEL = ChannelOptions(
+    presence=True,
+    join_leave=True,
+    history_size=100,
+    history_ttl=300.0,
+    force_recovery=True,
+)
+"""Options of channels without a namespace in development mode, unless configured."""
+
+
 class ChannelSettings(_Section):
     """Channel name grammar and namespaces."""
 
@@ -189,12 +199,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _dev_defaults(self) -> Settings:
-        if self.development and not (
+        if not self.development:
+            return self
+        if not (
             self.token.hmac_secret_key or self.token.rsa_public_key or self.token.ecdsa_public_key
         ):
             object.__setattr__(
                 self, "token", self.token.model_copy(update={"hmac_secret_key": DEV_SECRET})
             )
+        if self.channel.without_namespace == ChannelOptions():
+            # A playground: channels without a namespace show every feature out of the box.
+            playground = self.channel.model_copy(update={"without_namespace": DEV_CHANNEL})
+            object.__setattr__(self, "channel", playground)
         return self
 
     def namespace(self, name: str) -> ChannelOptions | None:

@@ -110,6 +110,7 @@ class Session:
         self._pong_timer: Timer | None = None
         self._expire_timer: Timer | None = None
         self._settings = node.settings.client
+        self._insecure = node.settings.development
 
     # -----------------------------------------------------------------------------------------
     # Lifecycle
@@ -371,7 +372,7 @@ class Session:
             channel,
             self.user,
             has_valid_token=claims is not None,
-            insecure=node.settings.development,
+            insecure=self._insecure,
         )
         if claims is not None and claims.override is not None:
             opts = claims.override.apply(opts)
@@ -650,7 +651,9 @@ class Session:
     async def _publish(self, cmd_id: int, req: PublishRequest) -> Reply:
         self._check_channel(req.channel)
         sub = self.subscriptions.get(req.channel)
-        opts = self.node.rules.check_publish(req.channel, self.user, subscribed=sub is not None)
+        opts = self.node.rules.check_publish(
+            req.channel, self.user, subscribed=sub is not None, insecure=self._insecure
+        )
         if not req.data:
             raise error(ErrorCode.BAD_REQUEST, "bad request: empty data")
         info = sub.info if sub is not None else self.info
@@ -660,14 +663,18 @@ class Session:
     async def _presence(self, cmd_id: int, req: ChannelRequest) -> Reply:
         self._check_channel(req.channel)
         subscribed = req.channel in self.subscriptions
-        self.node.rules.check_presence(req.channel, self.user, subscribed=subscribed)
+        self.node.rules.check_presence(
+            req.channel, self.user, subscribed=subscribed, insecure=self._insecure
+        )
         presence = await self.node.presence_manager.presence(req.channel)
         return Reply(id=cmd_id, presence=PresenceResult(presence=presence))
 
     async def _presence_stats(self, cmd_id: int, req: ChannelRequest) -> Reply:
         self._check_channel(req.channel)
         subscribed = req.channel in self.subscriptions
-        self.node.rules.check_presence(req.channel, self.user, subscribed=subscribed)
+        self.node.rules.check_presence(
+            req.channel, self.user, subscribed=subscribed, insecure=self._insecure
+        )
         stats = await self.node.presence_manager.presence_stats(req.channel)
         return Reply(
             id=cmd_id,
@@ -679,7 +686,9 @@ class Session:
     async def _history(self, cmd_id: int, req: HistoryRequest) -> Reply:
         self._check_channel(req.channel)
         subscribed = req.channel in self.subscriptions
-        opts = self.node.rules.check_history(req.channel, self.user, subscribed=subscribed)
+        opts = self.node.rules.check_history(
+            req.channel, self.user, subscribed=subscribed, insecure=self._insecure
+        )
         cap = self._settings.history_max_publication_limit
         limit = req.limit
         if limit < 0 or limit > cap:

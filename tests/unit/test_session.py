@@ -12,6 +12,7 @@ from tests.conftest import SECRET, suite_settings
 
 from hubbub.auth import mint_connection_token, mint_subscription_token
 from hubbub.clock import FakeClock
+from hubbub.config import Settings
 from hubbub.engines.base import HistoryFilter, HistoryResult, PublishOptions
 from hubbub.engines.memory import MemoryBroker
 from hubbub.node import Node
@@ -608,3 +609,22 @@ async def test_sub_refresh(h: Harness) -> None:
     assert transport(session).sent[-1] == {"id": 3, "sub_refresh": {"expires": True, "ttl": 300}}
     await send(session, {"id": 4, "sub_refresh": {"channel": "$locked:other", "token": fresh}})
     assert transport(session).sent[-1]["error"]["code"] == 103
+
+
+async def test_development_mode_opens_channels() -> None:
+    clock = FakeClock()
+    node = Node(Settings(development=True), clock=clock)
+    session = Session(node, ListTransport())
+    await send(session, {"id": 1, "connect": {}})  # anonymous is fine in development
+    await send(
+        session,
+        {"id": 2, "subscribe": {"channel": "news"}},
+        {"id": 3, "publish": {"channel": "news", "data": {"a": 1}}},
+        {"id": 4, "presence_stats": {"channel": "news"}},
+        {"id": 5, "history": {"channel": "news", "limit": -1}},
+    )
+    replies = {m["id"]: m for m in transport(session).sent if "id" in m}
+    assert replies[2]["subscribe"]["recoverable"] is True
+    assert replies[3] == {"id": 3, "publish": {}}
+    assert replies[4]["presence_stats"] == {"num_clients": 1, "num_users": 1}
+    assert [p["data"] for p in replies[5]["history"]["publications"]] == [{"a": 1}]

@@ -1,0 +1,263 @@
+"""One conformance suite for every engine: the contracts of ``hubbub.engines.base``.
+
+Each engine enters through the ``engine`` fixture, which also says how to let time pass (a fake
+clock for the memory engine). Adding an engine means adding a parameter there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import pytest
+
+from hubbub.clock import FakeClock
+from hubbub.engines.base import (
+    Broker,
+    HistoryFilter,
+    PresenceManager,
+    PublishOptions,
+    StreamPosition,
+)
+from hubbub.engines.memory import MemoryBroker, MemoryPresenceManager
+from hubbub.protocol.codes import ProtocolError
+from hubbub.protocol.messages import ClientInfo, Publication, raw
+
+HISTORY = PublishOptions(history_size=10, history_ttl=60, history_meta_ttl=3600)
+NO_HISTORY = PublishOptions()
+
+
+@dataclass
+class Recorder:
+    """A BrokerEventHandler that writes down what it receives."""
+
+    pubs: list[tuple[str, Publication, StreamPosition]] = field(default_factory=list)
+    joins: list[tuple[str, ClientInfo]] = field(default_factory=list)
+    leaves: list[tuple[str, ClientInfo]] = field(default_factory=list)
+
+    def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
+        self.pubs.append((channel, pub, position))
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self.joins.append((channel, info))
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        self.leaves.append((channel, info))
+
+    def data(self, channel: str) -> list[object]:
+        return [msgspec.json.decode(p.data) for c, p, _ in self.pubs if c == channel]
+
+
+@dataclass
+class Engine:
+    broker: Broker
+    presence: PresenceManager
+    recorder: Recorder
+    advance: Callable[[float], None]
+
+
+def memory_engine() -> Engine:
+    clock = FakeClock()
+    broker = MemoryBroker(clock=clock)
+    recorder = Recorder()
+    broker.set_event_handler(recorder)
+    return Engine(broker, MemoryPresenceManager(clock=clock), recorder, clock.advance)
+
+
+@pytest.fixture(params=["memory"])
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    factories = {"memory": memory_engine}
+    eng = factories[request.param]()
+    await eng.broker.start()
+    yield eng
+    await eng.broker.close()
+
+
+def pub(value: object) -> Publication:
+    return Publication(data=raw(value))
+
+
+async def publish_n(eng: Engine, channel: str, n: int, opts: PublishOptions = HISTORY) -> None:
+    for i in range(1, n + 1):
+        await eng.broker.publish(channel, pub(i), opts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing and delivery
+
+
+async def test_offsets_start_at_one_and_epoch_is_stable(engine: Engine) -> None:
+    first = await engine.broker.publish("a", pub(1), HISTORY)
+    second = await engine.broker.publish("a", pub(2), HISTORY)
+    assert first.position.offset == 1 and second.position.offset == 2
+    assert first.position.epoch == second.position.epoch != ""
+    hist = await engine.broker.history("a", HistoryFilter(limit=0), HISTORY)
+    assert hist.position == second.position
+    other = await engine.broker.publish("b", pub(1), HISTORY)
+    assert other.position.offset == 1
+
+
+async def test_delivery_only_to_subscribed_channels(engine: Engine) -> None:
+    await engine.broker.publish("a", pub("before"), HISTORY)
+    await engine.broker.subscribe("a")
+    await engine.broker.publish("a", pub("during"), HISTORY)
+    await engine.broker.publish("b", pub("elsewhere"), HISTORY)
+    await engine.broker.unsubscribe("a")
+    await engine.broker.publish("a", pub("after"), HISTORY)
+    assert engine.recorder.data("a") == ["during"]
+    assert engine.recorder.data("b") == []
+
+
+async def test_delivered_publications_carry_offsets_in_order(engine: Engine) -> None:
+    await engine.broker.subscribe("a")
+    await publish_n(engine, "a", 5)
+    delivered = [(p.offset, pos.offset) for _, p, pos in engine.recorder.pubs]
+    assert delivered == [(i, i) for i in range(1, 6)]
+    hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
+    assert [p.offset for p in hist.publications] == [1, 2, 3, 4, 5]
+    assert [p.data for p in hist.publications] == [p.data for _, p, _ in engine.recorder.pubs]
+
+
+async def test_publish_without_history(engine: Engine) -> None:
+    await engine.broker.subscribe("a")
+    result = await engine.broker.publish("a", pub(1), NO_HISTORY)
+    assert result.position == StreamPosition(0, "")
+    assert engine.recorder.pubs[0][1].offset == 0
+    hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
+    assert hist.publications == [] and hist.position.offset == 0
+
+
+async def test_join_and_leave(engine: Engine) -> None:
+    info = ClientInfo(user="u", client="c")
+    await engine.broker.publish_join("a", info)  # not subscribed: nothing
+    await engine.broker.subscribe("a")
+    await engine.broker.publish_join("a", info)
+    await engine.broker.publish_leave("a", info)
+    assert engine.recorder.joins == [("a", info)]
+    assert engine.recorder.leaves == [("a", info)]
+
+
+async def test_idempotency_key(engine: Engine) -> None:
+    await engine.broker.subscribe("a")
+    opts = PublishOptions(
+        history_size=10, history_ttl=60, idempotency_key="k1", idempotent_result_ttl=30
+    )
+    first = await engine.broker.publish("a", pub(1), opts)
+    again = await engine.broker.publish("a", pub(1), opts)
+    assert not first.suppressed and again.suppressed
+    assert again.position == first.position
+    assert engine.recorder.data("a") == [1]
+    engine.advance(31)
+    later = await engine.broker.publish("a", pub(1), opts)
+    assert not later.suppressed and later.position.offset == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+
+
+async def test_history_limits_and_directions(engine: Engine) -> None:
+    await publish_n(engine, "a", 6)
+    h = engine.broker.history
+
+    async def offsets(flt: HistoryFilter) -> list[int]:
+        return [p.offset for p in (await h("a", flt, HISTORY)).publications]
+
+    assert await offsets(HistoryFilter(limit=0)) == []
+    assert await offsets(HistoryFilter(limit=-1)) == [1, 2, 3, 4, 5, 6]
+    assert await offsets(HistoryFilter(limit=2)) == [1, 2]
+    assert await offsets(HistoryFilter(limit=2, reverse=True)) == [6, 5]
+    top = (await h("a", HistoryFilter(), HISTORY)).position
+    since = StreamPosition(3, top.epoch)
+    assert await offsets(HistoryFilter(limit=-1, since=since)) == [4, 5, 6]
+    assert await offsets(HistoryFilter(limit=1, since=since)) == [4]
+    assert await offsets(HistoryFilter(limit=-1, since=since, reverse=True)) == [2, 1]
+    assert await offsets(HistoryFilter(limit=-1, since=StreamPosition(6, ""))) == []
+
+
+async def test_history_epoch_mismatch_is_112(engine: Engine) -> None:
+    await publish_n(engine, "a", 2)
+    with pytest.raises(ProtocolError) as exc_info:
+        await engine.broker.history(
+            "a", HistoryFilter(limit=-1, since=StreamPosition(1, "other")), HISTORY
+        )
+    assert exc_info.value.code == 112
+
+
+async def test_new_channel_has_an_epoch(engine: Engine) -> None:
+    first = await engine.broker.history("fresh", HistoryFilter(), HISTORY)
+    assert first.position.offset == 0 and first.position.epoch
+    published = await engine.broker.publish("fresh", pub(1), HISTORY)
+    assert published.position == StreamPosition(1, first.position.epoch)
+
+
+async def test_history_size_trims(engine: Engine) -> None:
+    small = PublishOptions(history_size=3, history_ttl=60)
+    await publish_n(engine, "a", 7, small)
+    hist = await engine.broker.history("a", HistoryFilter(limit=-1), small)
+    assert [p.offset for p in hist.publications] == [5, 6, 7]
+    assert hist.position.offset == 7
+
+
+async def test_history_ttl_expires(engine: Engine) -> None:
+    await publish_n(engine, "a", 2)
+    engine.advance(30)
+    await engine.broker.publish("a", pub(3), HISTORY)
+    engine.advance(31)  # the first two are 61 s old now, the third 31 s
+    hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
+    assert [p.offset for p in hist.publications] == [3]
+    assert hist.position.offset == 3  # the position outlives the publications
+
+
+async def test_meta_ttl_starts_a_new_epoch(engine: Engine) -> None:
+    first = await engine.broker.publish("a", pub(1), HISTORY)
+    engine.advance(3601)
+    hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
+    assert hist.position.epoch != first.position.epoch
+    assert hist.position.offset == 0 and hist.publications == []
+
+
+async def test_remove_history_keeps_position(engine: Engine) -> None:
+    await publish_n(engine, "a", 3)
+    before = (await engine.broker.history("a", HistoryFilter(), HISTORY)).position
+    await engine.broker.remove_history("a")
+    hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
+    assert hist.publications == [] and hist.position == before
+    after = await engine.broker.publish("a", pub(4), HISTORY)
+    assert after.position == StreamPosition(4, before.epoch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presence
+
+
+async def test_presence_add_get_remove(engine: Engine) -> None:
+    p = engine.presence
+    alice1 = ClientInfo(user="alice", client="c1", conn_info=raw({"n": 1}))
+    alice2 = ClientInfo(user="alice", client="c2")
+    bob = ClientInfo(user="bob", client="c3")
+    for info in (alice1, alice2, bob):
+        await p.add_presence("room", info, 60)
+    assert await p.presence("room") == {"c1": alice1, "c2": alice2, "c3": bob}
+    stats = await p.presence_stats("room")
+    assert (stats.num_clients, stats.num_users) == (3, 2)
+    await p.remove_presence("room", "c3", "bob")
+    await p.remove_presence("room", "c3", "bob")  # idempotent
+    stats = await p.presence_stats("room")
+    assert (stats.num_clients, stats.num_users) == (2, 1)
+    assert await p.presence("elsewhere") == {}
+
+
+async def test_presence_expires_unless_refreshed(engine: Engine) -> None:
+    p = engine.presence
+    await p.add_presence("room", ClientInfo(user="a", client="c1"), 10)
+    await p.add_presence("room", ClientInfo(user="b", client="c2"), 10)
+    engine.advance(6)
+    await p.add_presence("room", ClientInfo(user="a", client="c1"), 10)  # refresh
+    engine.advance(6)
+    assert set(await p.presence("room")) == {"c1"}
+    engine.advance(10)
+    assert await p.presence("room") == {}
+    stats = await p.presence_stats("room")
+    assert (stats.num_clients, stats.num_users) == (0, 0)
