@@ -11,6 +11,7 @@ the transport once the peer is gone) releases subscriptions and presence.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import random
@@ -190,7 +191,13 @@ class Session:
             raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: already connected")
         try:
             reply = await self._dispatch(cmd)
-        except ProtocolError as exc:
+        except (Disconnect, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if not isinstance(exc, ProtocolError):
+                # A server bug must cost one command, not the connection or the process.
+                log.exception("connection %s: command %d failed", self.client_id, cmd.id)
+                exc = error(ErrorCode.INTERNAL)
             if cmd.connect is not None:
                 self._connect_failed = True
             self.node.metrics_reply_error(exc.code)
