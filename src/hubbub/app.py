@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from hubbub.api.http import api_routes
+from hubbub.api.methods import ServerAPI
 from hubbub.config import Settings
 from hubbub.node import Node
 from hubbub.transports.asgi import WebSocketEndpoint
@@ -41,14 +43,17 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
             }
         )
 
+    api = ServerAPI(node)
     app = Starlette(
         routes=[
             Route("/", index),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             WebSocketRoute(node.settings.websocket_path, WebSocketEndpoint(node)),
+            *api_routes(api, node.settings.http_api),
         ],
         lifespan=node.lifespan,
     )
     app.state.node = node
+    app.state.api = api
     return app

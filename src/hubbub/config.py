@@ -166,6 +166,20 @@ class ClientSettings(_Section):
         return self
 
 
+class HTTPAPISettings(_Section):
+    """The server HTTP API (``POST /api/<method>``)."""
+
+    key: str = ""
+    insecure: bool = False
+    prefix: str = "/api"
+    max_body_size: int = Field(default=1024 * 1024, ge=1024)
+    idempotent_result_ttl: float = Field(default=300.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.key) or self.insecure
+
+
 class Settings(BaseSettings):
     """Every option of a hubbub server."""
 
@@ -184,6 +198,7 @@ class Settings(BaseSettings):
     token: TokenSettings = TokenSettings()
     client: ClientSettings = ClientSettings()
     channel: ChannelSettings = ChannelSettings()
+    http_api: HTTPAPISettings = HTTPAPISettings()
 
     @classmethod
     def settings_customise_sources(
@@ -207,6 +222,10 @@ class Settings(BaseSettings):
             object.__setattr__(
                 self, "token", self.token.model_copy(update={"hmac_secret_key": DEV_SECRET})
             )
+        if not self.http_api.key and not self.http_api.insecure:
+            # Development: the API answers without a key, like everything else here.
+            api = self.http_api.model_copy(update={"insecure": True})
+            object.__setattr__(self, "http_api", api)
         if self.channel.without_namespace == ChannelOptions():
             # A playground: channels without a namespace show every feature out of the box.
             playground = self.channel.model_copy(update={"without_namespace": DEV_CHANNEL})

@@ -469,6 +469,22 @@ class Node:
                 if exc.code != ErrorCode.ALREADY_SUBSCRIBED:
                     raise
 
+    async def refresh(
+        self,
+        user: str,
+        *,
+        client: str = "",
+        expired: bool = False,
+        expire_at: float | None = None,
+    ) -> None:
+        """Change the expiry of ``user``'s connections: ``expired`` closes them now (3005);
+        ``expire_at`` (unix seconds) sets a new expiry, after which they must refresh."""
+        for session in self._targets(user, client):
+            if expired:
+                session.close(disconnect(DisconnectCode.EXPIRED))
+            elif expire_at is not None:
+                session.set_expiry(expire_at)
+
     async def send_message(self, user: str, data: object, *, client: str = "") -> None:
         """Send an asynchronous ``message`` push to ``user``'s connections (no channel)."""
         encoded = codec.encode_push(Push(message=MessagePush(data=to_payload(data))))

@@ -345,6 +345,11 @@ class Session:
         self._arm_expiry()
         return Reply(id=cmd_id, refresh=result)
 
+    def set_expiry(self, expire_at: float | None) -> None:
+        """Set the connection's expiry from the server side (``None`` = never)."""
+        self.expire_at = expire_at
+        self._arm_expiry()
+
     def _arm_expiry(self) -> None:
         if self._expire_timer is not None:
             self._expire_timer.cancel()

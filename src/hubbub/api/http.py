@@ -1,0 +1,100 @@
+"""The HTTP endpoint of the server API: ``POST {prefix}/{method}`` with an API key.
+
+Authentication: header ``X-API-Key: <key>``, or ``Authorization: apikey <key>``; a missing or
+wrong key is 401 with an empty body. Keys are compared in constant time. Without a configured
+key the API is off (404) unless ``http_api.insecure`` is set.
+
+Replies are HTTP 200 with ``{"result": …}`` or ``{"error": {"code", "message"}}`` (``batch``:
+``{"replies": […]}``). A body that is not JSON is 400, a body over ``max_body_size`` is 413,
+an unknown method 404; each with a one-line plain-text explanation.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from hubbub.api.methods import InvalidJSON, ServerAPI
+from hubbub.api.openapi import openapi_document
+from hubbub.config import HTTPAPISettings
+
+log = logging.getLogger("hubbub.api")
+
+_encoder = msgspec.json.Encoder()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _authorized(request: Request, settings: HTTPAPISettings) -> bool:
+    if settings.insecure and not settings.key:
+        return True
+    given = request.headers.get("x-api-key")
+    if given is None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "apikey":
+            return False
+        given = value.strip()
+    # Constant time, so response timing does not reveal how much of a guessed key was right.
+    return hmac.compare_digest(given.encode(), settings.key.encode())
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def api_routes(api: ServerAPI, settings: HTTPAPISettings) -> list[BaseRoute]:
+    """The routes of the HTTP API (none when it is disabled)."""
+    if not settings.enabled:
+        return []
+    prefix = settings.prefix.rstrip("/")
+    known = set(api.method_names)
+
+    async def endpoint(request: Request) -> Response:
+        method = request.path_params["method"]
+        if not _authorized(request, settings):
+            api.node.counters["api.unauthorized"] += 1
+            return Response(status_code=401)
+        if method not in known:
+            return PlainTextResponse(f"unknown API method {method!r}\n", status_code=404)
+        try:
+            body = await _read_body(request, settings.max_body_size)
+        except _TooLarge:
+            api.node.counters["api.too_large"] += 1
+            return PlainTextResponse(
+                f"request body over {settings.max_body_size} bytes (http_api.max_body_size)\n",
+                status_code=413,
+            )
+        try:
+            reply = await api.call(method, body)
+        except InvalidJSON as exc:
+            api.node.counters["api.bad_json"] += 1
+            return PlainTextResponse(f"request body is not JSON: {exc}\n", status_code=400)
+        if "error" in reply:
+            api.node.counters[f"api.error.{reply['error']['code']}"] += 1
+            log.info("api %s: error %s", method, reply["error"]["message"])
+        return Response(_encoder.encode(reply), media_type="application/json")
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(prefix))
+
+    return [
+        Route(f"{prefix}/openapi.json", openapi, methods=["GET"]),
+        Route(prefix + "/{method}", endpoint, methods=["POST"]),
+    ]
