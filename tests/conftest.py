@@ -21,6 +21,7 @@ from hubbub.node import Node
 
 UNIT = float(os.environ.get("HUBBUB_TEST_TIME_FACTOR", "1"))
 SECRET = "test-secret-of-thirty-two-bytes-at-least"
+API_KEY = "test-api-key"
 
 _OPEN = {
     "allow_subscribe_for_client": True,
@@ -34,6 +35,7 @@ def suite_settings(**overrides: Any) -> Settings:
     """Settings used by the suite: a few namespaces covering the option combinations."""
     data: dict[str, Any] = {
         "token": {"hmac_secret_key": SECRET},
+        "http_api": {"key": API_KEY},
         "client": {"ping_interval": 25, "pong_timeout": 8},
         "channel": {
             "without_namespace": {

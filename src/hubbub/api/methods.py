@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import binascii
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
