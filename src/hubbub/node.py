@@ -342,6 +342,7 @@ class Node:
                 history_ttl=popts.history_ttl,
                 history_meta_ttl=popts.history_meta_ttl,
                 idempotency_key=idempotency_key,
+                idempotent_result_ttl=self.settings.http_api.idempotent_result_ttl,
             )
         result = await self.broker.publish(channel, pub, popts)
         self.counters["publications"] += 1

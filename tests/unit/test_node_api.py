@@ -135,3 +135,13 @@ async def test_failing_handler_costs_one_command(node: Node) -> None:
 def test_to_payload() -> None:
     assert bytes(to_payload({"a": [1]})) == b'{"a":[1]}'
     assert bytes(to_payload(b'{\n"a": 1}')) == b'{"a": 1}'
+
+
+async def test_idempotency_window_is_configurable() -> None:
+    clock = FakeClock()
+    node = Node(suite_settings(http_api={"key": "k", "idempotent_result_ttl": 10}), clock=clock)
+    first = await node.publish("news", 1, idempotency_key="k")
+    clock.advance(5)
+    assert await node.publish("news", 1, idempotency_key="k") == first
+    clock.advance(6)
+    assert (await node.publish("news", 1, idempotency_key="k")).offset == 2
