@@ -261,3 +261,15 @@ async def test_presence_expires_unless_refreshed(engine: Engine) -> None:
     assert await p.presence("room") == {}
     stats = await p.presence_stats("room")
     assert (stats.num_clients, stats.num_users) == (0, 0)
+
+
+async def test_memory_forgets_idle_streams() -> None:
+    clock = FakeClock()
+    broker = MemoryBroker(clock=clock)
+    short = PublishOptions(history_size=5, history_ttl=10, history_meta_ttl=100)
+    for n in range(50):
+        await broker.publish(f"ch{n}", pub(n), short)
+    assert broker.stream_count == 50
+    clock.advance(101)
+    await broker.publish("fresh", pub(0), short)
+    assert broker.stream_count == 1

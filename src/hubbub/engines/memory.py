@@ -60,6 +60,7 @@ class MemoryBroker:
         self._subscribed: set[str] = set()
         self._streams: dict[str, _Stream] = {}
         self._idempotency: dict[tuple[str, str], tuple[float, PublishResult]] = {}
+        self._next_sweep = 0.0
 
     def set_event_handler(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
@@ -76,6 +77,11 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._subscribed.discard(channel)
 
+    @property
+    def stream_count(self) -> int:
+        """How many channel streams are kept (for tests and statistics)."""
+        return len(self._streams)
+
     def _stream(self, channel: str, opts: PublishOptions, now: float) -> _Stream:
         stream = self._streams.get(channel)
         if stream is not None and stream.meta_expires_at <= now:
@@ -90,9 +96,22 @@ class MemoryBroker:
         return stream
 
     def _forget_idempotency_keys(self, now: float) -> None:
-        expired = [key for key, (until, _) in self._idempotency.items() if until <= now]
-        for key in expired:
-            del self._idempotency[key]
+        # Keys are stored in the order they were first seen, so with one window the oldest come
+        # first: dropping from the front until a live one costs O(expired), not O(all).
+        keys = self._idempotency
+        while keys:
+            key = next(iter(keys))
+            if keys[key][0] > now:
+                break
+            del keys[key]
+
+    def _sweep(self, now: float) -> None:
+        """Forget streams idle past their meta TTL (at most once a minute: O(channels))."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 60.0
+        for channel in [c for c, s in self._streams.items() if s.meta_expires_at <= now]:
+            del self._streams[channel]
 
     async def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
         now = self._clock.monotonic()
@@ -100,9 +119,10 @@ class MemoryBroker:
         if opts.idempotency_key:
             self._forget_idempotency_keys(now)
             seen = self._idempotency.get(key)
-            if seen is not None:
+            if seen is not None and seen[0] > now:
                 return PublishResult(position=seen[1].position, suppressed=True)
         if opts.use_history:
+            self._sweep(now)
             stream = self._stream(channel, opts, now)
             stream.top += 1
             pub = msgspec.structs.replace(pub, offset=stream.top)
