@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit js-deps clean
+.PHONY: run test lint typecheck unit js-deps proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ typecheck: $(STAMP)
 
 js-deps:
 	bash scripts/js-deps.sh
+
+## proto: regenerate the Protobuf classes from src/hubbub/protocol/client.proto
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src src/hubbub/protocol/client.proto
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules

@@ -54,6 +54,7 @@ class ChannelOptions(_Section):
     allow_history_for_subscriber: bool = False
     allow_history_for_anonymous: bool = False
     allow_user_limited_channels: bool = False
+    publication_data_format: Literal["json", "binary"] = "json"
 
     @model_validator(mode="after")
     def _history_pair(self) -> ChannelOptions:
@@ -66,6 +67,11 @@ class ChannelOptions(_Section):
     @property
     def use_history(self) -> bool:
         return self.history_size > 0 and self.history_ttl > 0
+
+    @property
+    def binary(self) -> bool:
+        """Publications carry opaque bytes: only Protobuf clients can read them."""
+        return self.publication_data_format == "binary"
 
 
 class Namespace(ChannelOptions):

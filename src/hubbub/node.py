@@ -36,7 +36,7 @@ from hubbub.engines.base import (
     StreamPosition,
 )
 from hubbub.engines.memory import MemoryBroker, MemoryPresenceManager
-from hubbub.protocol import codec
+from hubbub.protocol.codec import Codec
 from hubbub.protocol.codes import (
     Disconnect,
     DisconnectCode,
@@ -84,17 +84,23 @@ class NodeInfo:
     uptime: int
 
 
-def to_payload(data: object) -> msgspec.Raw:
-    """Turn application data into a JSON payload.
+def to_payload(data: object, *, binary: bool = False) -> msgspec.Raw:
+    """Turn application data into a payload.
 
-    ``msgspec.Raw`` and ``bytes``/``bytearray`` are taken as JSON text (validated, newlines
-    dropped); anything else is encoded as JSON.
+    ``bytes``, ``bytearray`` and ``msgspec.Raw`` are taken as JSON text (validated, raw
+    newlines dropped), or verbatim when ``binary`` (channels whose namespace publishes binary
+    data); anything else is encoded as JSON.
 
     Raises:
         ProtocolError: 107 when bytes are not valid JSON or the value cannot be encoded.
     """
+    if isinstance(data, bytes | bytearray | msgspec.Raw):
+        if not len(data):
+            return EMPTY
+        if binary:
+            return msgspec.Raw(bytes(data))
     if isinstance(data, msgspec.Raw):
-        return data
+        data = bytes(data)
     if isinstance(data, bytes | bytearray):
         try:
             msgspec.json.decode(data)
@@ -280,8 +286,20 @@ class Node:
         subs = self._channels.get(channel)
         if not subs:
             return
-        data = codec.encode_push(Push(channel=channel, pub=pub))
+        push = Push(channel=channel, pub=pub)
+        # Encoded once per wire format present among the subscribers, not per subscriber.
+        first: Codec | None = None
+        first_data = b""
+        others: dict[Codec, bytes] = {}
         for session in list(subs.values()):
+            fmt = session.codec
+            if fmt is first:
+                data = first_data
+            elif first is None:
+                first, first_data = fmt, fmt.encode_push(push)
+                data = first_data
+            else:
+                data = others.get(fmt) or others.setdefault(fmt, fmt.encode_push(push))
             session.deliver(channel, pub, data)
         self.counters["deliveries"] += len(subs)
 
@@ -295,8 +313,10 @@ class Node:
         subs = self._channels.get(channel)
         if not subs:
             return
-        data = codec.encode_push(push)
+        encoded: dict[Codec, bytes] = {}
         for session in list(subs.values()):
+            fmt = session.codec
+            data = encoded.get(fmt) or encoded.setdefault(fmt, fmt.encode_push(push))
             session.deliver_join_leave(channel, data)
 
     # -----------------------------------------------------------------------------------------
@@ -376,7 +396,7 @@ class Node:
             ProtocolError: 102 unknown namespace, 107 bad channel or data.
         """
         opts = self._options(channel)
-        payload = to_payload(data)
+        payload = to_payload(data, binary=opts.binary)
         if payload is EMPTY:
             raise error(ErrorCode.BAD_REQUEST, "bad request: empty data")
         return await self.publish_with_options(
@@ -467,8 +487,10 @@ class Node:
                     channel, chan_info=chan_info, data=payload, recover_since=recover_since
                 )
             except ProtocolError as exc:
+                # One connection that cannot take the channel (already subscribed, JSON client
+                # for a binary channel) must not keep the user's other connections from it.
                 if exc.code != ErrorCode.ALREADY_SUBSCRIBED:
-                    raise
+                    log.info("subscribe %s to %s: %s", session.client_id, channel, exc.message)
 
     async def refresh(
         self,
@@ -488,9 +510,9 @@ class Node:
 
     async def send_message(self, user: str, data: object, *, client: str = "") -> None:
         """Send an asynchronous ``message`` push to ``user``'s connections (no channel)."""
-        encoded = codec.encode_push(Push(message=MessagePush(data=to_payload(data))))
+        push = Push(message=MessagePush(data=to_payload(data)))
         for session in self._targets(user, client):
-            session.push_message(encoded)
+            session.push_message(session.codec.encode_push(push))
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         """Who is in ``channel``, by client id. Raises 108 when presence is off there."""

@@ -24,7 +24,8 @@ from hubbub.auth import ConnectionClaims, SubscriptionClaims, TokenExpired, Toke
 from hubbub.clock import Timer
 from hubbub.config import ChannelOptions
 from hubbub.engines.base import HistoryFilter, StreamPosition
-from hubbub.protocol import codec
+from hubbub.node import to_payload
+from hubbub.protocol.codec import JSON, Codec
 from hubbub.protocol.codes import (
     UNSUBSCRIBE_REASONS,
     Disconnect,
@@ -85,15 +86,23 @@ class Session:
     Args:
         node: the node this connection belongs to.
         transport: where replies and pushes go.
-        app_pings: send ``{}`` pings (False when the transport uses WebSocket ping frames).
+        codec: the connection's wire format (JSON or Protobuf).
+        app_pings: send protocol pings (False when the transport uses WebSocket ping frames).
         remote: the peer address, for logs.
     """
 
     def __init__(
-        self, node: Node, transport: Transport, *, app_pings: bool = True, remote: str = ""
+        self,
+        node: Node,
+        transport: Transport,
+        *,
+        codec: Codec = JSON,
+        app_pings: bool = True,
+        remote: str = "",
     ) -> None:
         self.node = node
         self.transport = transport
+        self.codec = codec
         self.client_id = str(uuid.uuid4())
         self.remote = remote
         self.user = ""
@@ -166,11 +175,10 @@ class Session:
         error answers its command only.
         """
         try:
-            lines = codec.decode_command_lines(frame)
-            for line in lines:
+            for part in self.codec.split_frame(frame):
                 if self.transport.closing:
                     return
-                await self._handle_command(codec.decode_command(line))
+                await self._handle_command(self.codec.decode_command(part))
         except Disconnect as reason:
             self.node.metrics_bad_input(reason.code)
             self.close(reason)
@@ -235,7 +243,7 @@ class Session:
         raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: unknown command")
 
     def _write(self, reply: Reply) -> None:
-        self.transport.write(codec.encode_reply(reply))
+        self.transport.write(self.codec.encode_reply(reply))
 
     # -----------------------------------------------------------------------------------------
     # connect, refresh
@@ -439,6 +447,7 @@ class Session:
         """Register a subscription and compute its result; publications arriving meanwhile wait
         in ``sub.pending`` until :meth:`_activate` (after the reply is written)."""
         node = self.node
+        self._check_readable(opts)
         wants_recovery = recover is not None and (recover.recoverable or recover.recover)
         recoverable = opts.use_history and (
             opts.force_recovery or (wants_recovery and opts.allow_recovery) or server_side
@@ -553,7 +562,7 @@ class Session:
             channel=channel,
             unsubscribe=UnsubscribePush(code=int(code), reason=UNSUBSCRIBE_REASONS[code]),
         )
-        self.transport.write(codec.encode_push(push))
+        self.transport.write(self.codec.encode_push(push))
 
     async def server_subscribe(
         self,
@@ -598,10 +607,10 @@ class Session:
             positioned=result.positioned,
             data=result.data,
         )
-        self.transport.write(codec.encode_push(Push(channel=channel, subscribe=push)))
+        self.transport.write(self.codec.encode_push(Push(channel=channel, subscribe=push)))
         # Recovered publications of a server-side subscription made at runtime go out as pushes.
         for pub in result.publications:
-            self.transport.write(codec.encode_push(Push(channel=channel, pub=pub)))
+            self.transport.write(self.codec.encode_push(Push(channel=channel, pub=pub)))
         await self._activate(sub)
 
     async def _sub_refresh(self, cmd_id: int, req: SubRefreshRequest) -> Reply:
@@ -656,6 +665,13 @@ class Session:
     # -----------------------------------------------------------------------------------------
     # publish, presence, history, rpc, send
 
+    def _check_readable(self, opts: ChannelOptions) -> None:
+        if opts.binary and not self.codec.binary:
+            raise error(
+                ErrorCode.BAD_REQUEST,
+                "bad request: this channel carries binary data; connect with the Protobuf format",
+            )
+
     def _check_channel(self, channel: str) -> None:
         if not channel:
             raise error(ErrorCode.BAD_REQUEST, "bad request: empty channel")
@@ -668,8 +684,13 @@ class Session:
         )
         if not req.data:
             raise error(ErrorCode.BAD_REQUEST, "bad request: empty data")
+        data = req.data
+        if self.codec.binary and not opts.binary:
+            # JSON clients may read this channel: the bytes must be JSON text (checked, and raw
+            # newlines dropped since they would split a JSON frame).
+            data = to_payload(bytes(data))
         info = sub.info if sub is not None else self.info
-        await self.node.publish_with_options(req.channel, req.data, opts, info=info)
+        await self.node.publish_with_options(req.channel, data, opts, info=info)
         return Reply(id=cmd_id, publish=EmptyResult())
 
     async def _presence(self, cmd_id: int, req: ChannelRequest) -> Reply:
@@ -701,6 +722,7 @@ class Session:
         opts = self.node.rules.check_history(
             req.channel, self.user, subscribed=subscribed, insecure=self._insecure
         )
+        self._check_readable(opts)
         cap = self._settings.history_max_publication_limit
         limit = req.limit
         if limit < 0 or limit > cap:
@@ -799,7 +821,7 @@ class Session:
         self._ping_timer = None
         if self.state is not State.CONNECTED or self.transport.closing:
             return
-        self.transport.write(codec.PING)
+        self.transport.write(self.codec.ping)
         clock = self.node.clock
         if self._settings.pong_timeout > 0 and not self._awaiting_pong:
             self._awaiting_pong = True

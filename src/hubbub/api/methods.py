@@ -19,7 +19,7 @@ import msgspec
 
 from hubbub.api import requests as rq
 from hubbub.engines.base import StreamPosition
-from hubbub.node import Node, to_payload
+from hubbub.node import Node
 from hubbub.protocol.codes import DisconnectCode, ErrorCode, ProtocolError, error
 from hubbub.protocol.messages import EMPTY
 
@@ -45,13 +45,11 @@ def _payload(data: msgspec.Raw, b64: str, name: str, *, required: bool) -> msgsp
             decoded = base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
             raise _bad(f"b64{name} is not valid base64") from None
-        # Clients on this server speak JSON, so a binary payload could not reach them.
-        return to_payload(decoded)
-    if data is EMPTY:
-        if required:
-            raise _bad(f"{name} required")
-        return EMPTY
-    return to_payload(data)
+        # Checked by the node against the channel: JSON unless its namespace publishes binary.
+        return msgspec.Raw(decoded) if decoded else EMPTY
+    if data is EMPTY and required:
+        raise _bad(f"{name} required")
+    return data
 
 
 def _position(pos: StreamPosition) -> Result:

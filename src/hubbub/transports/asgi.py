@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hubbub.node import Node
+from hubbub.protocol.codec import JSON, PROTOBUF, Codec
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.session import Session
 from hubbub.transports.outbox import Outbox
@@ -58,6 +59,15 @@ def origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
     return False
 
 
+def _frame(message: Message, codec: Codec) -> bytes | None:
+    """The payload of a received frame, or None when its type does not fit the format."""
+    if codec.binary:
+        data = message.get("bytes")
+        return bytes(data) if data is not None else None
+    text = message.get("text")
+    return text.encode() if text is not None else None
+
+
 class WebSocketEndpoint:
     """An ASGI application serving one WebSocket connection per call with the client protocol.
 
@@ -85,45 +95,45 @@ class WebSocketEndpoint:
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         offered = list(scope.get("subprotocols") or ())
+        # The format is chosen once per connection: the subprotocol, or a query parameter for
+        # clients that cannot set one.
         wants_protobuf = PROTOBUF_SUBPROTOCOL in offered or "protobuf" in (
             query.get("format", []) + query.get("cf_protocol", [])
         )
         accept: Message = {"type": "websocket.accept"}
-        if JSON_SUBPROTOCOL in offered:
+        if PROTOBUF_SUBPROTOCOL in offered:
+            accept["subprotocol"] = PROTOBUF_SUBPROTOCOL
+        elif JSON_SUBPROTOCOL in offered:
             accept["subprotocol"] = JSON_SUBPROTOCOL
-        elif wants_protobuf:
-            accept["subprotocol"] = PROTOBUF_SUBPROTOCOL if offered else None
         await send(accept)
         frame_pings = query.get("cf_ws_frame_ping_pong", [""])[0] == "true"
-        await self._serve(send, receive, remote, wants_protobuf, frame_pings)
+        codec = PROTOBUF if wants_protobuf else JSON
+        await self._serve(send, receive, remote, codec, frame_pings)
 
     async def _serve(
-        self, send: Send, receive: Receive, remote: str, protobuf: bool, frame_pings: bool
+        self, send: Send, receive: Receive, remote: str, codec: Codec, frame_pings: bool
     ) -> None:
         node = self.node
         max_size = node.settings.client.max_message_size
 
         async def send_frame(data: bytes) -> None:
-            await send({"type": "websocket.send", "text": data.decode()})
+            if codec.binary:
+                await send({"type": "websocket.send", "bytes": data})
+            else:
+                await send({"type": "websocket.send", "text": data.decode()})
 
         async def send_close(code: int, reason: str) -> None:
             await send({"type": "websocket.close", "code": code, "reason": reason})
 
-        outbox = Outbox(send_frame, send_close, node.settings.client.queue_max_size)
-        session = Session(node, outbox, app_pings=not frame_pings, remote=remote)
+        outbox = Outbox(
+            send_frame, send_close, node.settings.client.queue_max_size, codec.separator
+        )
+        session = Session(node, outbox, codec=codec, app_pings=not frame_pings, remote=remote)
         outbox.on_overflow = session.slow
         writer = asyncio.create_task(outbox.run())
         session.start()
         node.counters["connections.accepted"] += 1
         try:
-            if protobuf:
-                # The Protobuf format is not served yet: tell the client plainly, terminally.
-                session.close(
-                    disconnect(
-                        DisconnectCode.INAPPROPRIATE_PROTOCOL,
-                        "inappropriate protocol: protobuf is not supported, use JSON",
-                    )
-                )
             while True:
                 receive_task = asyncio.ensure_future(receive())
                 done, _ = await asyncio.wait(
@@ -139,17 +149,17 @@ class WebSocketEndpoint:
                     break
                 if kind != "websocket.receive" or outbox.closing:
                     continue
-                text = message.get("text")
-                if text is None:
+                data = _frame(message, codec)
+                if data is None:
+                    kind = "text" if codec.binary else "binary"
                     session.close(
                         disconnect(
                             DisconnectCode.INAPPROPRIATE_PROTOCOL,
-                            "inappropriate protocol: binary frame on a JSON connection",
+                            f"inappropriate protocol: {kind} frame on a {codec.name} connection",
                         )
                     )
                     node.metrics_bad_input(DisconnectCode.INAPPROPRIATE_PROTOCOL)
                     continue
-                data = text.encode()
                 if len(data) > max_size:
                     node.metrics_bad_input(DisconnectCode.MESSAGE_TOO_BIG)
                     session.close(disconnect(DisconnectCode.MESSAGE_TOO_BIG))

@@ -25,6 +25,8 @@ class Outbox:
         send_frame: writes one frame; the writer awaits it, so a slow peer only delays itself.
         send_close: writes the close frame.
         max_bytes: queued bytes above this close the connection with 3008 (slow).
+        separator: what joins queued messages in one frame: ``b"\\n"`` for JSON, nothing for
+            Protobuf (whose messages carry their own length prefixes).
     """
 
     __slots__ = (
@@ -32,14 +34,22 @@ class Outbox:
         "_queue",
         "_send_close",
         "_send_frame",
+        "_separator",
         "_size",
         "_wake",
         "max_bytes",
         "on_overflow",
     )
 
-    def __init__(self, send_frame: SendFrame, send_close: SendClose, max_bytes: int) -> None:
+    def __init__(
+        self,
+        send_frame: SendFrame,
+        send_close: SendClose,
+        max_bytes: int,
+        separator: bytes = b"\n",
+    ) -> None:
         self._send_frame = send_frame
+        self._separator = separator
         self._send_close = send_close
         self.max_bytes = max_bytes
         self._queue: list[bytes] = []
@@ -94,7 +104,7 @@ class Outbox:
             self._wake.clear()
             while self._queue:
                 queue, self._queue, self._size = self._queue, [], 0
-                await self._send_frame(queue[0] if len(queue) == 1 else b"\n".join(queue))
+                await self._send_frame(queue[0] if len(queue) == 1 else self._separator.join(queue))
             if self._close_reason is not None:
                 code, reason = self._close_reason
                 if code:
