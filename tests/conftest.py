@@ -76,6 +76,14 @@ def suite_settings(**overrides: Any) -> Settings:
                     "allow_history_for_subscriber": True,
                 },
                 {"name": "dialog", "allow_user_limited_channels": True},
+                {
+                    "name": "bin",
+                    **_OPEN,
+                    "history_size": 10,
+                    "history_ttl": 300,
+                    "force_recovery": True,
+                    "publication_data_format": "binary",
+                },
             ],
         },
     }

@@ -1,8 +1,14 @@
-"""The unmodified ``centrifuge-python`` client against a real server on a loopback port."""
+"""The unmodified ``centrifuge-python`` client against a real server on a loopback port.
+
+Every test runs twice: with the JSON format and with the Protobuf format (``use_protobuf``).
+With Protobuf the client sends and receives payloads as bytes; :func:`payload` and
+:func:`value` translate, so each test states its expectations once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -85,15 +91,36 @@ class SubEvents(SubscriptionEventHandler):
 
 ClientFactory = Callable[..., Awaitable[tuple[Client, ClientEvents]]]
 
+FORMAT = "json"
+
+
+@pytest.fixture(params=["json", "protobuf"], autouse=True)
+def wire_format(request: pytest.FixtureRequest) -> str:
+    """Run each test in both wire formats."""
+    global FORMAT
+    FORMAT = request.param
+    return FORMAT
+
+
+def payload(data: Any) -> Any:
+    """What the client must be given to publish ``data`` in the current format."""
+    return json.dumps(data).encode() if FORMAT == "protobuf" else data
+
+
+def value(data: Any) -> Any:
+    """The JSON value of a payload the client received."""
+    return json.loads(data) if isinstance(data, bytes) else data
+
 
 @pytest.fixture
-async def connect(server: RunningServer) -> AsyncIterator[ClientFactory]:
+async def connect(server: RunningServer, wire_format: str) -> AsyncIterator[ClientFactory]:
     clients: list[Client] = []
 
     async def make(user: str = "alice", **kwargs: Any) -> tuple[Client, ClientEvents]:
         events = ClientEvents()
         if "token" not in kwargs and "get_token" not in kwargs:
             kwargs["token"] = mint_connection_token(SECRET, user, info={"name": user.title()})
+        kwargs.setdefault("use_protobuf", wire_format == "protobuf")
         client = Client(server.url, events=events, proxy=None, **kwargs)
         clients.append(client)
         await client.connect()
@@ -117,16 +144,16 @@ async def test_connect_subscribe_publish_receive(connect: ClientFactory) -> None
     alice, _ = await connect("alice")
     bob, _ = await connect("bob")
     sub, events = await subscribe(bob, "news")
-    await alice.publish("news", {"text": "hello"})
+    await alice.publish("news", payload({"text": "hello"}))
     ctx = await next_item(events.publications, "publication")
-    assert ctx.pub.data == {"text": "hello"}
+    assert value(ctx.pub.data) == {"text": "hello"}
     assert ctx.pub.offset == 1
     assert ctx.pub.info is not None and ctx.pub.info.user == "alice"
-    assert ctx.pub.info.conn_info == {"name": "Alice"}
+    assert value(ctx.pub.info.conn_info) == {"name": "Alice"}
     # Publishing through the subscription works too.
-    await sub.publish({"text": "from bob"})
+    await sub.publish(payload({"text": "from bob"}))
     ctx = await next_item(events.publications, "own publication")
-    assert ctx.pub.data == {"text": "from bob"} and ctx.pub.offset == 2
+    assert value(ctx.pub.data) == {"text": "from bob"} and ctx.pub.offset == 2
 
 
 async def test_join_and_leave(connect: ClientFactory) -> None:
@@ -137,7 +164,7 @@ async def test_join_and_leave(connect: ClientFactory) -> None:
     assert own.info.user == "alice"
     bob_sub, _ = await subscribe(bob, "chat:lobby")
     join = await next_item(events.joins, "bob's join")
-    assert join.info.user == "bob" and join.info.conn_info == {"name": "Bob"}
+    assert join.info.user == "bob" and value(join.info.conn_info) == {"name": "Bob"}
     await bob_sub.unsubscribe()
     leave = await next_item(events.leaves, "bob's leave")
     assert leave.info.user == "bob"
@@ -160,7 +187,7 @@ async def test_history_limit_since_reverse(connect: ClientFactory, server: Runni
     for n in range(1, 8):
         await server.node.publish("news", {"n": n})
     first = await client.history("news", limit=3)
-    assert [p.data["n"] for p in first.publications] == [1, 2, 3]
+    assert [value(p.data)["n"] for p in first.publications] == [1, 2, 3]
     assert first.offset == 7 and first.epoch
     newest = await client.history("news", limit=2, reverse=True)
     assert [p.offset for p in newest.publications] == [7, 6]
@@ -179,7 +206,7 @@ async def test_personal_channel(connect: ClientFactory, server: RunningServer) -
     assert subscribed.channel == "#erin"
     await server.node.publish("#erin", {"notice": 1})
     ctx = await next_item(events.publications, "personal publication")
-    assert ctx.channel == "#erin" and ctx.pub.data == {"notice": 1}
+    assert ctx.channel == "#erin" and value(ctx.pub.data) == {"notice": 1}
 
 
 async def test_private_channel_with_subscription_token(connect: ClientFactory) -> None:
@@ -189,9 +216,9 @@ async def test_private_channel_with_subscription_token(connect: ClientFactory) -
         return mint_subscription_token(SECRET, "alice", channel, ttl=600)
 
     sub, events = await subscribe(client, "$locked:vip", get_token=get_token)
-    await sub.publish({"secret": True})
+    await sub.publish(payload({"secret": True}))
     ctx = await next_item(events.publications, "private publication")
-    assert ctx.pub.data == {"secret": True}
+    assert value(ctx.pub.data) == {"secret": True}
 
     denied = SubEvents()
     other = client.new_subscription("$locked:other", events=denied)
@@ -221,7 +248,7 @@ async def _recovery_scenario(
     client, _ = await connect("alice")
     _sub, events = await subscribe(client, channel)
     await server.node.publish(channel, {"n": 0})
-    assert (await next_item(events.publications, "first publication")).pub.data == {"n": 0}
+    assert value((await next_item(events.publications, "first publication")).pub.data) == {"n": 0}
 
     # Cut the TCP connection under the client, and keep publishing while it is away.
     conn = client._conn
@@ -235,10 +262,10 @@ async def _recovery_scenario(
         await server.node.publish(channel, {"n": n})
     seen: list[int] = []
     while len(seen) < 8 if resubscribed.recovered else len(seen) < 3:
-        seen.append((await next_item(events.publications, "publication")).pub.data["n"])
+        seen.append(value((await next_item(events.publications, "publication")).pub.data)["n"])
     await asyncio.sleep(0.2 * UNIT)
     while not events.publications.empty():
-        seen.append(events.publications.get_nowait().pub.data["n"])
+        seen.append(value(events.publications.get_nowait().pub.data)["n"])
     return seen, resubscribed
 
 
@@ -259,7 +286,7 @@ async def test_no_recovery_when_history_exceeded(
 async def test_rpc_method_not_found(connect: ClientFactory) -> None:
     client, _ = await connect("alice")
     with pytest.raises(ReplyError) as exc_info:
-        await client.rpc("nope", {})
+        await client.rpc("nope", payload({}))
     assert exc_info.value.code == 104
 
 

@@ -43,7 +43,10 @@ async def _run(script: str, *args: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.decode().splitlines() if line.strip()]
 
 
-async def test_node_client_connects_subscribes_and_receives(server: RunningServer) -> None:
+@pytest.mark.parametrize("wire_format", ["json", "protobuf"])
+async def test_node_client_connects_subscribes_and_receives(
+    server: RunningServer, wire_format: str
+) -> None:
     token = mint_connection_token(SECRET, "nodeuser")
 
     async def publish_when_subscribed() -> None:
@@ -55,8 +58,9 @@ async def test_node_client_connects_subscribes_and_receives(server: RunningServe
             await server.node.publish("news", {"n": n})
 
     publisher = asyncio.create_task(publish_when_subscribed())
-    events = await _run("subscribe.mjs", server.url, token, "news", "3")
+    events = await _run("subscribe.mjs", server.url, token, "news", "3", wire_format)
     await publisher
+    assert server.node.counters[f"connections.{wire_format}"] == 1
     kinds = [e["event"] for e in events]
     assert kinds[0] == "connected"
     assert kinds.count("publication") == 3

@@ -133,6 +133,7 @@ class WebSocketEndpoint:
         writer = asyncio.create_task(outbox.run())
         session.start()
         node.counters["connections.accepted"] += 1
+        node.counters[f"connections.{codec.name}"] += 1
         try:
             while True:
                 receive_task = asyncio.ensure_future(receive())
