@@ -161,3 +161,19 @@ def test_arbitrary_bytes_in_json_frames(frame: bytes) -> None:
             JSON.decode_command(part)
     except Disconnect as exc:
         assert exc.code == DisconnectCode.BAD_REQUEST
+
+
+def test_generated_code_matches_the_schema(tmp_path: pytest.TempPathFactory) -> None:
+    """client_pb2.py is what `make proto` makes of client.proto today (no stale schema)."""
+    from pathlib import Path
+
+    from grpc_tools import protoc
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    out = Path(str(tmp_path))
+    status = protoc.main(
+        ["protoc", f"-I{src}", f"--python_out={out}", str(src / "hubbub/protocol/client.proto")]
+    )
+    assert status == 0
+    fresh = (out / "hubbub/protocol/client_pb2.py").read_text()
+    assert fresh == (src / "hubbub/protocol/client_pb2.py").read_text(), "run `make proto`"
