@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit js-deps proto clean
+.PHONY: run test lint typecheck unit js-deps proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,18 @@ test: $(STAMP) js-deps lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=hubbub --cov-report=term:skip-covered
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 js-deps:
 	bash scripts/js-deps.sh
+
+## bench: the fan-out benchmark (JSON next to Protobuf); results go in docs/benchmarks.md
+bench: $(STAMP)
+	$(BIN)/python benchmarks/fanout.py --subscribers 100 1000 --rate 50 --seconds 5
 
 ## proto: regenerate the Protobuf classes from src/hubbub/protocol/client.proto
 proto: $(STAMP)

@@ -1,0 +1,329 @@
+"""Fan-out benchmark: one channel, N subscribers, JSON and Protobuf side by side.
+
+Starts ``hubbub serve`` on a loopback port (pinned to CPU 0 when the machine has more than one),
+opens N subscriber connections spread over client processes (pinned to the other CPUs),
+publishes 100-byte JSON messages from one more connection at a fixed rate, and prints per
+scenario: publications, deliveries per second, messages lost, server CPU microseconds per
+delivery, delivery latency p50/p99/max, and how busy the client processes were (a client near
+100% would make the numbers about the client, not the server).
+
+Run:  .venv/bin/python benchmarks/fanout.py [--subscribers 100 1000] [--rate 200] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+CHANNEL = "bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def count_messages(data: str | bytes) -> int:
+    """How many protocol messages one frame holds."""
+    if isinstance(data, str):
+        return data.count("\n") + 1
+    count = pos = 0
+    while pos < len(data):
+        size, pos = varint(data, pos)
+        pos += size
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------
+# Subscriber processes
+
+
+async def _subscribers(url: str, fmt: str, count: int, ready: Any, stop: Any, results: Any) -> None:
+    from hubbub.protocol import client_pb2 as pb
+
+    protobuf = fmt == "protobuf"
+    received = 0
+    latencies: list[float] = []
+
+    def on_frame(data: str | bytes) -> None:
+        nonlocal received
+        now = time.monotonic_ns()
+        if protobuf:
+            assert isinstance(data, bytes)
+            pos = 0
+            while pos < len(data):
+                size, pos = varint(data, pos)
+                body = data[pos : pos + size]
+                pos += size
+                if size == 0:
+                    continue  # ping
+                reply = pb.Reply.FromString(body)
+                if reply.push.HasField("pub"):
+                    received += 1
+                    if received % 16 == 0:
+                        sent = json.loads(reply.push.pub.data)["t"]
+                        latencies.append((now - sent) / 1e6)
+        else:
+            assert isinstance(data, str)
+            for line in data.split("\n"):
+                if '"pub"' in line:
+                    received += 1
+                    if received % 16 == 0:
+                        sent = json.loads(line)["push"]["pub"]["data"]["t"]
+                        latencies.append((now - sent) / 1e6)
+
+    async def one() -> None:
+        subprotocols = [websockets.Subprotocol("centrifuge-protobuf")] if protobuf else None
+        async with websockets.connect(
+            url, subprotocols=subprotocols, max_size=None, compression=None
+        ) as ws:
+            if protobuf:
+                frame = b""
+                for cmd in (
+                    pb.Command(id=1, connect=pb.ConnectRequest()),
+                    pb.Command(id=2, subscribe=pb.SubscribeRequest(channel=CHANNEL)),
+                ):
+                    body = cmd.SerializeToString()
+                    frame += bytes([len(body)]) + body
+                await ws.send(frame)
+            else:
+                await ws.send('{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"bench"}}')
+            answered = 0
+            while answered < 2:
+                answered += count_messages(await ws.recv())
+            ready.release()
+            while True:
+                data = await ws.recv()
+                if data in (b"\x00", "{}"):
+                    await ws.send(data)  # pong
+                    continue
+                on_frame(data)
+
+    tasks = [asyncio.create_task(one()) for _ in range(count)]
+    start_cpu = time.process_time()
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+    busy = time.process_time() - start_cpu
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    results.put((received, latencies, busy))
+
+
+def subscriber_process(
+    url: str, fmt: str, count: int, cpu: int | None, ready: Any, stop: Any, results: Any
+) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    asyncio.run(_subscribers(url, fmt, count, ready, stop, results))
+
+
+# ---------------------------------------------------------------------------------------------
+# Publisher
+
+
+async def publish(url: str, rate: float, seconds: float) -> int:
+    """Publish ~100-byte JSON messages at ``rate`` per second; how many were acknowledged."""
+    pad = "x" * 60
+    async with websockets.connect(url, compression=None) as ws:
+        await ws.send('{"id":1,"connect":{}}')
+        await ws.recv()
+        sent = 0
+        acked = 0
+        start = time.monotonic()
+        next_id = 2
+
+        async def read_acks() -> None:
+            nonlocal acked
+            async for data in ws:
+                acked += str(data).count('"publish"')
+
+        reader = asyncio.create_task(read_acks())
+        while time.monotonic() - start < seconds:
+            due = int((time.monotonic() - start) * rate) + 1
+            while sent < due:
+                msg = {"t": time.monotonic_ns(), "pad": pad}
+                cmd = {"id": next_id, "publish": {"channel": CHANNEL, "data": msg}}
+                await ws.send(json.dumps(cmd, separators=(",", ":")))
+                next_id += 1
+                sent += 1
+            await asyncio.sleep(0.002)
+        deadline = time.monotonic() + 5
+        while acked < sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        reader.cancel()
+        return acked
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+
+
+@dataclass
+class Result:
+    fmt: str
+    subscribers: int
+    published: int
+    delivered: int
+    seconds: float
+    server_cpu: float
+    latencies: list[float]
+    client_busy: float
+
+    @property
+    def lost(self) -> int:
+        return self.published * self.subscribers - self.delivered
+
+    def row(self) -> str:
+        lat = sorted(self.latencies) or [0.0]
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        per_delivery = self.server_cpu / max(self.delivered, 1) * 1e6
+        return (
+            f"| {self.fmt} | {self.subscribers} | {self.published} | "
+            f"{self.delivered / self.seconds:,.0f} | {self.lost} | {per_delivery:.2f} | "
+            f"{statistics.median(lat):.1f} / {p99:.1f} / {lat[-1]:.1f} | "
+            f"{self.client_busy:.0%} |"
+        )
+
+
+def start_server(port: int, cpu: int | None) -> subprocess.Popen[bytes]:
+    config = Path(tempfile.mkdtemp()) / "bench.toml"
+    config.write_text(
+        f'port = {port}\ndevelopment = true\nlog_level = "warning"\n'
+        "[client]\nqueue_max_size = 16777216\n"
+        "[channel.without_namespace]\nallow_subscribe_for_client = true\n"
+        "allow_publish_for_client = true\n"
+    )
+    cmd = [sys.executable, "-m", "hubbub", "serve", "--config", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if cpu is not None:
+        os.sched_setaffinity(proc.pid, {cpu})
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the server did not start")
+
+
+def run_scenario(fmt: str, subscribers: int, rate: float, seconds: float, procs: int) -> Result:
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu = cpus[0] if len(cpus) > 1 else None
+    client_cpus = cpus[1:] or [None]
+    port = free_port()
+    server = start_server(port, server_cpu)
+    url = f"ws://127.0.0.1:{port}/connection/websocket"
+    ctx = mp.get_context("spawn")
+    ready, stop, results = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+    per = [subscribers // procs + (1 if i < subscribers % procs else 0) for i in range(procs)]
+    workers = [
+        ctx.Process(
+            target=subscriber_process,
+            args=(url, fmt, n, client_cpus[i % len(client_cpus)], ready, stop, results),
+        )
+        for i, n in enumerate(per)
+        if n
+    ]
+    try:
+        for w in workers:
+            w.start()
+        for _ in range(subscribers):
+            if not ready.acquire(timeout=60):
+                raise SystemExit("subscribers did not connect")
+        cpu_before = cpu_seconds(server.pid)
+        started = time.monotonic()
+        published = asyncio.run(publish(url, rate, seconds))
+        time.sleep(1.0)  # let the last deliveries land
+        elapsed = time.monotonic() - started
+        server_cpu_used = cpu_seconds(server.pid) - cpu_before
+        stop.set()
+        delivered, latencies, busy = 0, [], 0.0
+        for _ in workers:
+            got, lat, b = results.get(timeout=30)
+            delivered += got
+            latencies.extend(lat)
+            busy = max(busy, b / elapsed)
+        return Result(fmt, subscribers, published, delivered, elapsed, server_cpu_used,
+                      latencies, busy)  # fmt: skip
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(10)
+            if w.is_alive():
+                w.kill()
+        server.terminate()
+        server.wait(10)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    return (
+        f"{platform.system()} {platform.release()}, {os.cpu_count()} × {cpu}, {mem} GiB, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--formats", nargs="+", default=["json", "protobuf"])
+    parser.add_argument("--rate", type=float, default=200.0, help="publications per second")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--client-processes", type=int, default=4)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    print(f"one channel, {args.rate:g} publications/s for {args.seconds:g} s, ~100-byte JSON\n")
+    print("| format | subscribers | published | delivered/s | lost | server CPU µs/delivery "
+          "| latency ms p50 / p99 / max | busiest client process |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for n in args.subscribers:
+        for fmt in args.formats:
+            result = run_scenario(fmt, n, args.rate, args.seconds, args.client_processes)
+            print(result.row(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
