@@ -137,7 +137,8 @@ async def _subscribers(url: str, fmt: str, count: int, ready: Any, stop: Any, re
 
     tasks = [asyncio.create_task(one()) for _ in range(count)]
     start_cpu = time.process_time()
-    while not stop.is_set():
+    # A multiprocessing event cannot be awaited: poll it.
+    while not stop.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     busy = time.process_time() - start_cpu
     for task in tasks:
@@ -185,7 +186,7 @@ async def publish(url: str, rate: float, seconds: float) -> int:
                 sent += 1
             await asyncio.sleep(0.002)
         deadline = time.monotonic() + 5
-        while acked < sent and time.monotonic() < deadline:
+        while acked < sent and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         reader.cancel()
         return acked
@@ -301,7 +302,7 @@ def machine() -> str:
             break
     mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
     return (
-        f"{platform.system()} {platform.release()}, {os.cpu_count()} × {cpu}, {mem} GiB, "
+        f"{platform.system()} {platform.release()}, {os.cpu_count()} x {cpu}, {mem} GiB, "
         f"Python {platform.python_version()}"
     )
 
