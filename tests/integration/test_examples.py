@@ -4,6 +4,7 @@ WebSocket endpoint and receives what a FastAPI route publishes."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -42,9 +43,15 @@ async def example_port() -> AsyncIterator[int]:
     await asyncio.wait_for(task, 10 * UNIT)
 
 
-async def test_fastapi_example(example_port: int) -> None:
+@pytest.mark.parametrize("wire_format", ["json", "protobuf"])
+async def test_fastapi_example(example_port: int, wire_format: str) -> None:
     url = f"ws://127.0.0.1:{example_port}/connection/websocket"
-    client = Client(url, token=mint_connection_token(DEV_SECRET, "alice"), proxy=None)
+    client = Client(
+        url,
+        token=mint_connection_token(DEV_SECRET, "alice"),
+        use_protobuf=wire_format == "protobuf",
+        proxy=None,
+    )
     events = Collect()
     sub = client.new_subscription("chat:lobby", events=events)
     await client.connect()
@@ -53,9 +60,10 @@ async def test_fastapi_example(example_port: int) -> None:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{example_port}") as http:
         response = await http.post("/messages", json={"room": "lobby", "user": "bob", "text": "hi"})
         assert response.status_code == 200
-        assert response.json()["offset"] == 1
+        offset = response.json()["offset"]
         online = (await http.get("/rooms/lobby/online")).json()
     ctx = await asyncio.wait_for(events.pubs.get(), 5 * UNIT)
-    assert ctx.pub.data == {"user": "bob", "text": "hi"}
+    data = json.loads(ctx.pub.data) if wire_format == "protobuf" else ctx.pub.data
+    assert data == {"user": "bob", "text": "hi"} and ctx.pub.offset == offset
     assert online == {"clients": 1, "users": 1}
     await client.disconnect()

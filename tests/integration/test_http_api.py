@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -64,8 +65,9 @@ async def api_error(call: Any) -> int:
     return code
 
 
+@pytest.mark.parametrize("wire_format", ["json", "protobuf"])
 async def test_publish_returns_position_and_reaches_subscriber(
-    server: RunningServer, cent: AsyncClient
+    server: RunningServer, cent: AsyncClient, wire_format: str
 ) -> None:
     from centrifuge import Client as WSClient
     from centrifuge import PublicationContext, SubscriptionEventHandler
@@ -76,7 +78,12 @@ async def test_publish_returns_position_and_reaches_subscriber(
         async def on_publication(self, ctx: PublicationContext) -> None:
             await received.put(ctx)
 
-    ws = WSClient(server.url, token=mint_connection_token(SECRET, "alice"), proxy=None)
+    ws = WSClient(
+        server.url,
+        token=mint_connection_token(SECRET, "alice"),
+        use_protobuf=wire_format == "protobuf",
+        proxy=None,
+    )
     sub = ws.new_subscription("news", events=Events())
     await ws.connect()
     await sub.subscribe()
@@ -89,7 +96,8 @@ async def test_publish_returns_position_and_reaches_subscriber(
     first = await asyncio.wait_for(received.get(), WAIT)
     ctx = await asyncio.wait_for(received.get(), WAIT)
     assert first.pub.offset == 1
-    assert ctx.pub.data == {"text": "hi"} and ctx.pub.offset == result.offset
+    data = json.loads(ctx.pub.data) if wire_format == "protobuf" else ctx.pub.data
+    assert data == {"text": "hi"} and ctx.pub.offset == result.offset
     assert ctx.pub.tags == {"kind": "greeting"} and ctx.pub.info is None
     await ws.disconnect()
 
