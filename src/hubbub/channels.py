@@ -112,17 +112,25 @@ class ChannelRules:
             return opts
         raise error(ErrorCode.PERMISSION_DENIED)
 
+    @staticmethod
+    def _permit(
+        opts: ChannelOptions, action: str, user: str, *, subscribed: bool, insecure: bool
+    ) -> ChannelOptions:
+        """Apply ``allow_<action>_for_client``/``_for_subscriber``/``_for_anonymous``."""
+        allowed = getattr(opts, f"allow_{action}_for_client") or (
+            subscribed and getattr(opts, f"allow_{action}_for_subscriber")
+        )
+        anonymous_ok = bool(user) or getattr(opts, f"allow_{action}_for_anonymous")
+        if insecure or (allowed and anonymous_ok):
+            return opts
+        raise error(ErrorCode.PERMISSION_DENIED)
+
     def check_publish(
         self, channel: str, user: str, *, subscribed: bool, insecure: bool = False
     ) -> ChannelOptions:
         """Whether ``user`` may publish from a client connection."""
         opts = self._resolve(channel)
-        allowed = opts.allow_publish_for_client or (
-            opts.allow_publish_for_subscriber and subscribed
-        )
-        if insecure or (allowed and (user or opts.allow_publish_for_anonymous)):
-            return opts
-        raise error(ErrorCode.PERMISSION_DENIED)
+        return self._permit(opts, "publish", user, subscribed=subscribed, insecure=insecure)
 
     def check_presence(
         self, channel: str, user: str, *, subscribed: bool, insecure: bool = False
@@ -131,12 +139,7 @@ class ChannelRules:
         opts = self._resolve(channel)
         if not opts.presence:
             raise error(ErrorCode.NOT_AVAILABLE)
-        allowed = opts.allow_presence_for_client or (
-            opts.allow_presence_for_subscriber and subscribed
-        )
-        if insecure or (allowed and (user or opts.allow_presence_for_anonymous)):
-            return opts
-        raise error(ErrorCode.PERMISSION_DENIED)
+        return self._permit(opts, "presence", user, subscribed=subscribed, insecure=insecure)
 
     def check_history(
         self, channel: str, user: str, *, subscribed: bool, insecure: bool = False
@@ -145,9 +148,4 @@ class ChannelRules:
         opts = self._resolve(channel)
         if not opts.use_history:
             raise error(ErrorCode.NOT_AVAILABLE)
-        allowed = opts.allow_history_for_client or (
-            opts.allow_history_for_subscriber and subscribed
-        )
-        if insecure or (allowed and (user or opts.allow_history_for_anonymous)):
-            return opts
-        raise error(ErrorCode.PERMISSION_DENIED)
+        return self._permit(opts, "history", user, subscribed=subscribed, insecure=insecure)
