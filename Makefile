@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit js-deps proto bench clean
+.PHONY: run test lint typecheck unit test-deps proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/hubbub serve --dev
 
 ## test: install everything the tests need, then lint, type check and run the whole suite
-test: $(STAMP) js-deps lint typecheck
+test: $(STAMP) test-deps lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=hubbub --cov-report=term:skip-covered
 
 lint: $(STAMP)
@@ -27,8 +27,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-js-deps:
-	bash scripts/js-deps.sh
+test-deps:
+	bash scripts/test-deps.sh
 
 ## bench: the fan-out benchmark (JSON next to Protobuf); results go in docs/benchmarks.md
 bench: $(STAMP)

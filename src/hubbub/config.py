@@ -186,6 +186,13 @@ class HTTPAPISettings(_Section):
         return bool(self.key) or self.insecure
 
 
+class RedisSettings(_Section):
+    """The Redis engine (``engine = "redis"``)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "hubbub"
+
+
 class Settings(BaseSettings):
     """Every option of a hubbub server."""
 
@@ -196,7 +203,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     name: str = ""
-    engine: Literal["memory"] = "memory"
+    engine: Literal["memory", "redis"] = "memory"
     development: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     websocket_path: str = "/connection/websocket"
@@ -205,6 +212,7 @@ class Settings(BaseSettings):
     client: ClientSettings = ClientSettings()
     channel: ChannelSettings = ChannelSettings()
     http_api: HTTPAPISettings = HTTPAPISettings()
+    redis: RedisSettings = RedisSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -133,10 +133,12 @@ class Node:
     ) -> None:
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
-        self.broker: Broker = broker or MemoryBroker(clock=self.clock)
-        self.presence_manager: PresenceManager = presence_manager or MemoryPresenceManager(
-            clock=self.clock
-        )
+        if broker is None or presence_manager is None:
+            default_broker, default_presence = self._engine()
+            broker = broker or default_broker
+            presence_manager = presence_manager or default_presence
+        self.broker: Broker = broker
+        self.presence_manager: PresenceManager = presence_manager
         self.broker.set_event_handler(self)
         self.uid = str(uuid.uuid4())
         self.name = self.settings.name or f"hubbub-{self.uid[:8]}"
@@ -154,6 +156,18 @@ class Node:
         self._started_at = time.monotonic()
         self._presence_task: asyncio.Task[None] | None = None
         self._running = False
+
+    def _engine(self) -> tuple[Broker, PresenceManager]:
+        """The engine named by the settings."""
+        if self.settings.engine == "redis":
+            from hubbub.engines.redis import RedisBroker, RedisPresenceManager
+
+            cfg = self.settings.redis
+            return (
+                RedisBroker(cfg.url, prefix=cfg.prefix),
+                RedisPresenceManager(cfg.url, prefix=cfg.prefix),
+            )
+        return MemoryBroker(clock=self.clock), MemoryPresenceManager(clock=self.clock)
 
     # -----------------------------------------------------------------------------------------
     # Lifecycle
@@ -178,6 +192,9 @@ class Node:
         for task in list(self._tasks):
             task.cancel()
         await self.broker.close()
+        close_presence = getattr(self.presence_manager, "close", None)
+        if close_presence is not None:
+            await close_presence()
         self._running = False
 
     @asynccontextmanager

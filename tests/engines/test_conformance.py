@@ -1,13 +1,18 @@
 """One conformance suite for every engine: the contracts of ``hubbub.engines.base``.
 
-Each engine enters through the ``engine`` fixture, which also says how to let time pass (a fake
-clock for the memory engine). Adding an engine means adding a parameter there.
+Each engine enters through the ``engine`` fixture, which also says how time passes: the memory
+engine runs on a fake clock with a time unit of one second; the Redis engine (a real
+``redis-server`` started for the test session) runs on real time with a unit of 50 ms, so the
+same TTL tests take well under a second. Adding an engine means adding a parameter there.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import pytest
@@ -21,6 +26,7 @@ from hubbub.engines.base import (
     StreamPosition,
 )
 from hubbub.engines.memory import MemoryBroker, MemoryPresenceManager
+from hubbub.engines.redis import RedisBroker, RedisPresenceManager
 from hubbub.protocol.codes import ProtocolError
 from hubbub.protocol.messages import ClientInfo, Publication, raw
 
@@ -54,7 +60,23 @@ class Engine:
     broker: Broker
     presence: PresenceManager
     recorder: Recorder
-    advance: Callable[[float], None]
+    unit: float
+    wait: Callable[[float], Awaitable[None]]
+
+    async def advance(self, units: float) -> None:
+        """Let ``units`` time units pass."""
+        await self.wait(units * self.unit)
+
+    def opts(
+        self, size: int = 10, ttl: float = 60, meta: float = 3600, **kw: Any
+    ) -> PublishOptions:
+        """History options with durations in time units."""
+        return PublishOptions(
+            history_size=size,
+            history_ttl=ttl * self.unit,
+            history_meta_ttl=meta * self.unit,
+            **{k: v * self.unit if k.endswith("ttl") else v for k, v in kw.items()},
+        )
 
 
 def memory_engine() -> Engine:
@@ -62,16 +84,40 @@ def memory_engine() -> Engine:
     broker = MemoryBroker(clock=clock)
     recorder = Recorder()
     broker.set_event_handler(recorder)
-    return Engine(broker, MemoryPresenceManager(clock=clock), recorder, clock.advance)
+
+    async def wait(seconds: float) -> None:
+        clock.advance(seconds)
+
+    return Engine(broker, MemoryPresenceManager(clock=clock), recorder, 1.0, wait)
 
 
-@pytest.fixture(params=["memory"])
+def redis_engine(url: str) -> Engine:
+    prefix = f"conformance-{uuid.uuid4().hex[:8]}"
+    broker = RedisBroker(url, prefix=prefix)
+    recorder = Recorder()
+    broker.set_event_handler(recorder)
+    return Engine(broker, RedisPresenceManager(url, prefix=prefix), recorder, 0.05, asyncio.sleep)
+
+
+@pytest.fixture(params=["memory", "redis"])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    factories = {"memory": memory_engine}
-    eng = factories[request.param]()
+    if request.param == "redis":
+        eng = redis_engine(request.getfixturevalue("redis_url"))
+    else:
+        eng = memory_engine()
     await eng.broker.start()
     yield eng
     await eng.broker.close()
+    if isinstance(eng.presence, RedisPresenceManager):
+        await eng.presence.close()
+
+
+async def delivered(eng: Engine, count: int) -> None:
+    """Wait until the handler saw ``count`` publications (Redis delivers asynchronously)."""
+    for _ in range(200):
+        if len(eng.recorder.pubs) >= count:
+            return
+        await asyncio.sleep(0.01)
 
 
 def pub(value: object) -> Publication:
@@ -103,8 +149,12 @@ async def test_delivery_only_to_subscribed_channels(engine: Engine) -> None:
     await engine.broker.subscribe("a")
     await engine.broker.publish("a", pub("during"), HISTORY)
     await engine.broker.publish("b", pub("elsewhere"), HISTORY)
+    await delivered(engine, 1)
     await engine.broker.unsubscribe("a")
     await engine.broker.publish("a", pub("after"), HISTORY)
+    await engine.broker.subscribe("b2")  # a round trip on the PUB/SUB connection
+    await engine.broker.publish("b2", pub("marker"), HISTORY)
+    await delivered(engine, 2)
     assert engine.recorder.data("a") == ["during"]
     assert engine.recorder.data("b") == []
 
@@ -112,8 +162,9 @@ async def test_delivery_only_to_subscribed_channels(engine: Engine) -> None:
 async def test_delivered_publications_carry_offsets_in_order(engine: Engine) -> None:
     await engine.broker.subscribe("a")
     await publish_n(engine, "a", 5)
-    delivered = [(p.offset, pos.offset) for _, p, pos in engine.recorder.pubs]
-    assert delivered == [(i, i) for i in range(1, 6)]
+    await delivered(engine, 5)
+    offsets = [(p.offset, pos.offset) for _, p, pos in engine.recorder.pubs]
+    assert offsets == [(i, i) for i in range(1, 6)]
     hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
     assert [p.offset for p in hist.publications] == [1, 2, 3, 4, 5]
     assert [p.data for p in hist.publications] == [p.data for _, p, _ in engine.recorder.pubs]
@@ -122,6 +173,7 @@ async def test_delivered_publications_carry_offsets_in_order(engine: Engine) -> 
 async def test_publish_without_history(engine: Engine) -> None:
     await engine.broker.subscribe("a")
     result = await engine.broker.publish("a", pub(1), NO_HISTORY)
+    await delivered(engine, 1)
     assert result.position == StreamPosition(0, "")
     assert engine.recorder.pubs[0][1].offset == 0
     hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
@@ -134,21 +186,24 @@ async def test_join_and_leave(engine: Engine) -> None:
     await engine.broker.subscribe("a")
     await engine.broker.publish_join("a", info)
     await engine.broker.publish_leave("a", info)
+    for _ in range(200):
+        if engine.recorder.leaves:
+            break
+        await asyncio.sleep(0.01)
     assert engine.recorder.joins == [("a", info)]
     assert engine.recorder.leaves == [("a", info)]
 
 
 async def test_idempotency_key(engine: Engine) -> None:
     await engine.broker.subscribe("a")
-    opts = PublishOptions(
-        history_size=10, history_ttl=60, idempotency_key="k1", idempotent_result_ttl=30
-    )
+    opts = engine.opts(idempotency_key="k1", idempotent_result_ttl=10)
     first = await engine.broker.publish("a", pub(1), opts)
     again = await engine.broker.publish("a", pub(1), opts)
     assert not first.suppressed and again.suppressed
     assert again.position == first.position
+    await delivered(engine, 1)
+    await engine.advance(15)
     assert engine.recorder.data("a") == [1]
-    engine.advance(31)
     later = await engine.broker.publish("a", pub(1), opts)
     assert not later.suppressed and later.position.offset == 2
 
@@ -201,19 +256,21 @@ async def test_history_size_trims(engine: Engine) -> None:
 
 
 async def test_history_ttl_expires(engine: Engine) -> None:
-    await publish_n(engine, "a", 2)
-    engine.advance(30)
-    await engine.broker.publish("a", pub(3), HISTORY)
-    engine.advance(31)  # the first two are 61 s old now, the third 31 s
-    hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
+    opts = engine.opts(ttl=10)
+    await publish_n(engine, "a", 2, opts)
+    await engine.advance(5)
+    await engine.broker.publish("a", pub(3), opts)
+    await engine.advance(7)  # the first two are 12 units old now, the third 7
+    hist = await engine.broker.history("a", HistoryFilter(limit=-1), opts)
     assert [p.offset for p in hist.publications] == [3]
     assert hist.position.offset == 3  # the position outlives the publications
 
 
 async def test_meta_ttl_starts_a_new_epoch(engine: Engine) -> None:
-    first = await engine.broker.publish("a", pub(1), HISTORY)
-    engine.advance(3601)
-    hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
+    opts = engine.opts(ttl=5, meta=10)
+    first = await engine.broker.publish("a", pub(1), opts)
+    await engine.advance(15)
+    hist = await engine.broker.history("a", HistoryFilter(limit=-1), opts)
     assert hist.position.epoch != first.position.epoch
     assert hist.position.offset == 0 and hist.publications == []
 
@@ -251,13 +308,14 @@ async def test_presence_add_get_remove(engine: Engine) -> None:
 
 async def test_presence_expires_unless_refreshed(engine: Engine) -> None:
     p = engine.presence
-    await p.add_presence("room", ClientInfo(user="a", client="c1"), 10)
-    await p.add_presence("room", ClientInfo(user="b", client="c2"), 10)
-    engine.advance(6)
-    await p.add_presence("room", ClientInfo(user="a", client="c1"), 10)  # refresh
-    engine.advance(6)
+    ttl = 10 * engine.unit
+    await p.add_presence("room", ClientInfo(user="a", client="c1"), ttl)
+    await p.add_presence("room", ClientInfo(user="b", client="c2"), ttl)
+    await engine.advance(6)
+    await p.add_presence("room", ClientInfo(user="a", client="c1"), ttl)  # refresh
+    await engine.advance(6)
     assert set(await p.presence("room")) == {"c1"}
-    engine.advance(10)
+    await engine.advance(10)
     assert await p.presence("room") == {}
     stats = await p.presence_stats("room")
     assert (stats.num_clients, stats.num_users) == (0, 0)

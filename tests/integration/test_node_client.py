@@ -20,7 +20,7 @@ pytestmark = pytest.mark.js
 def _require_node() -> str:
     node = shutil.which("node")
     assert node, "Node.js is required (make test installs it)"
-    assert (JS / "node_modules" / "centrifuge").is_dir(), "run `make js-deps`"
+    assert (JS / "node_modules" / "centrifuge").is_dir(), "run `make test-deps`"
     return node
 
 

@@ -1,0 +1,418 @@
+"""The Redis engine: broker and presence shared by every node connected to the same Redis.
+
+Layout per channel (the ``{…}`` hash tag keeps a channel's keys in one Redis Cluster slot):
+
+* ``<prefix>:meta:{<channel>}``: hash ``e`` (epoch) and ``s`` (top offset); expires
+  ``history_meta_ttl`` after the last publication.
+* ``<prefix>:stream:{<channel>}``: a Redis stream whose entry ids are ``<offset>-0``, fields
+  ``d`` (the packed publication) and ``t`` (publish time, ms); trimmed to ``history_size``,
+  entries older than ``history_ttl`` are skipped on read and the key expires with them.
+* ``<prefix>:ch:<channel>``: the PUB/SUB channel that carries live publications, joins and leaves.
+* ``<prefix>:presence:{<channel>}`` and ``…:presence:exp:{<channel>}``: client id -> packed
+  ClientInfo, and client id -> expiry time (sorted set).
+
+Appending to the stream and publishing happen in one Lua script, so every publication seen live
+is in the stream and offsets follow delivery order. Time comes from Redis (``TIME``), so nodes
+agree on expiry whatever their clocks say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import string
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+
+from hubbub.engines.base import (
+    BrokerEventHandler,
+    HistoryFilter,
+    HistoryResult,
+    PresenceStats,
+    PublishOptions,
+    PublishResult,
+    StreamPosition,
+)
+from hubbub.protocol.codes import ErrorCode, error
+from hubbub.protocol.messages import EMPTY, ClientInfo, Publication
+
+log = logging.getLogger("hubbub.engines.redis")
+
+
+class _Info(msgspec.Struct, array_like=True):
+    user: str
+    client: str
+    conn_info: bytes = b""
+    chan_info: bytes = b""
+
+
+class _Stored(msgspec.Struct, array_like=True):
+    """A publication as kept in Redis: payloads as bytes (JSON text or binary)."""
+
+    data: bytes
+    info: _Info | None = None
+    tags: dict[str, str] | None = None
+    time: int = 0
+
+
+_encoder = msgspec.msgpack.Encoder()
+_stored_decoder = msgspec.msgpack.Decoder(_Stored)
+_info_decoder = msgspec.msgpack.Decoder(_Info)
+
+
+def _raw(data: bytes) -> msgspec.Raw:
+    return msgspec.Raw(data) if data else EMPTY
+
+
+def _pack_info(info: ClientInfo) -> _Info:
+    return _Info(info.user, info.client, bytes(info.conn_info), bytes(info.chan_info))
+
+
+def _unpack_info(info: _Info) -> ClientInfo:
+    return ClientInfo(
+        user=info.user,
+        client=info.client,
+        conn_info=_raw(info.conn_info),
+        chan_info=_raw(info.chan_info),
+    )
+
+
+def pack_publication(pub: Publication) -> bytes:
+    info = _pack_info(pub.info) if pub.info is not None else None
+    return _encoder.encode(_Stored(bytes(pub.data), info, pub.tags, pub.time))
+
+
+def unpack_publication(data: bytes, offset: int) -> Publication:
+    stored = _stored_decoder.decode(data)
+    return Publication(
+        data=_raw(stored.data),
+        info=_unpack_info(stored.info) if stored.info is not None else None,
+        offset=offset,
+        tags=stored.tags,
+        time=stored.time,
+    )
+
+
+def _new_epoch() -> str:
+    return "".join(random.choices(string.ascii_letters, k=8))
+
+
+# KEYS: meta, stream, idempotency key ("" = none)
+# ARGV: packed publication, history size, history ttl ms, meta ttl ms, pubsub channel,
+#       new epoch, idempotency ttl ms, use history ("1"/"0")
+_PUBLISH = """
+if KEYS[3] ~= '' then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then return {'dup', seen} end
+end
+local offset = 0
+local epoch = ''
+if ARGV[8] == '1' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  epoch = redis.call('HGET', KEYS[1], 'e')
+  if not epoch then
+    epoch = ARGV[6]
+    redis.call('HSET', KEYS[1], 'e', epoch)
+  end
+  offset = redis.call('HINCRBY', KEYS[1], 's', 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'd', ARGV[1], 't', now)
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+redis.call('PUBLISH', ARGV[5], 'p' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
+local result = offset .. ':' .. epoch
+if KEYS[3] ~= '' then
+  redis.call('SET', KEYS[3], result, 'PX', ARGV[7])
+end
+return {'ok', result}
+"""
+
+# KEYS: meta, stream
+# ARGV: new epoch, meta ttl ms, history ttl ms, start id, end id, count (-1 = all),
+#       reverse ("1"/"0"), want publications ("1"/"0")
+_HISTORY = """
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local top = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
+local out = {}
+if ARGV[8] == '1' then
+  local t = redis.call('TIME')
+  local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+  local entries
+  if ARGV[7] == '1' then
+    entries = redis.call('XREVRANGE', KEYS[2], ARGV[5], ARGV[4])
+  else
+    entries = redis.call('XRANGE', KEYS[2], ARGV[4], ARGV[5])
+  end
+  local want = tonumber(ARGV[6])
+  for _, entry in ipairs(entries) do
+    local fields = entry[2]
+    local d, ts
+    for i = 1, #fields, 2 do
+      if fields[i] == 'd' then d = fields[i + 1] elseif fields[i] == 't' then ts = fields[i + 1] end
+    end
+    if tonumber(ts) > oldest then
+      table.insert(out, entry[1])
+      table.insert(out, d)
+      if want >= 0 and #out / 2 >= want then break end
+    end
+  end
+end
+return {epoch, top, out}
+"""
+
+# KEYS: presence hash, expiry zset.  ARGV: none. Drops expired entries, returns the rest.
+_PRESENCE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+if #expired > 0 then
+  redis.call('HDEL', KEYS[1], unpack(expired))
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: presence hash, expiry zset.  ARGV: client id, packed info, ttl ms
+_ADD_PRESENCE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
+class RedisBroker:
+    """A :class:`~hubbub.engines.base.Broker` over one Redis server.
+
+    Args:
+        url: the Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
+        prefix: prefix of every key and PUB/SUB channel, to share a Redis between deployments.
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "hubbub") -> None:
+        self._url = url
+        self._prefix = prefix
+        self._handler: BrokerEventHandler | None = None
+        self._redis: aioredis.Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._confirming: dict[str, asyncio.Future[None]] = {}
+        self._publish: Any = None
+        self._history: Any = None
+
+    def set_event_handler(self, handler: BrokerEventHandler) -> None:
+        self._handler = handler
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RuntimeError("the Redis broker is not started")
+        return self._redis
+
+    def _key(self, kind: str, channel: str) -> str:
+        return f"{self._prefix}:{kind}:{{{channel}}}"
+
+    def _pubsub_channel(self, channel: str) -> str:
+        return f"{self._prefix}:ch:{channel}"
+
+    async def start(self) -> None:
+        self._redis = aioredis.Redis.from_url(self._url)
+        await self._redis.ping()
+        self._publish = self._redis.register_script(_PUBLISH)
+        self._history = self._redis.register_script(_HISTORY)
+        self._pubsub = self._redis.pubsub()
+        # Subscribing to the control channel opens the PUB/SUB connection before any channel.
+        await self._pubsub.subscribe(f"{self._prefix}:control")
+        self._reader = asyncio.create_task(self._read_forever())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        if self._pubsub is not None:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def _read_forever(self) -> None:
+        assert self._pubsub is not None
+        prefix = f"{self._prefix}:ch:".encode()
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Redis PUB/SUB read failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            if message is None:
+                continue
+            kind = message["type"]
+            name = message["channel"]
+            if kind == "subscribe":
+                channel = name.decode()[len(prefix) :] if name.startswith(prefix) else ""
+                waiter = self._confirming.pop(channel, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            elif kind == "message" and name.startswith(prefix):
+                self._dispatch(name[len(prefix) :].decode(), message["data"])
+
+    def _dispatch(self, channel: str, data: bytes) -> None:
+        handler = self._handler
+        if handler is None or not data:
+            return
+        try:
+            tag, body = data[:1], data[1:]
+            if tag == b"p":
+                # "<offset>:<epoch>:<packed publication>"; epochs are letters only.
+                offset_text, epoch_text, packed = body.split(b":", 2)
+                offset, epoch = int(offset_text), epoch_text.decode()
+                pub = unpack_publication(packed, offset)
+                handler.handle_publication(channel, pub, StreamPosition(offset, epoch))
+            elif tag == b"j":
+                handler.handle_join(channel, _unpack_info(_info_decoder.decode(body)))
+            elif tag == b"l":
+                handler.handle_leave(channel, _unpack_info(_info_decoder.decode(body)))
+        except (msgspec.DecodeError, ValueError):
+            log.warning("dropped an undecodable message on %s", channel)
+
+    async def subscribe(self, channel: str) -> None:
+        assert self._pubsub is not None
+        waiter = asyncio.get_running_loop().create_future()
+        self._confirming[channel] = waiter
+        await self._pubsub.subscribe(self._pubsub_channel(channel))
+        # Return only once Redis confirmed: from then on no publication of the channel is missed.
+        await asyncio.wait_for(waiter, 10.0)
+
+    async def unsubscribe(self, channel: str) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.unsubscribe(self._pubsub_channel(channel))
+
+    async def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
+        idem = self._key(f"idem:{opts.idempotency_key}", channel) if opts.idempotency_key else ""
+        status, result = await self._publish(
+            keys=[self._key("meta", channel), self._key("stream", channel), idem],
+            args=[
+                pack_publication(pub),
+                opts.history_size,
+                _ms(opts.history_ttl),
+                _ms(opts.history_meta_ttl),
+                self._pubsub_channel(channel),
+                _new_epoch(),
+                _ms(opts.idempotent_result_ttl),
+                "1" if opts.use_history else "0",
+            ],
+        )
+        offset, _, epoch = result.decode().partition(":")
+        return PublishResult(StreamPosition(int(offset), epoch), suppressed=status == b"dup")
+
+    async def _publish_info(self, tag: bytes, channel: str, info: ClientInfo) -> None:
+        await self.redis.publish(
+            self._pubsub_channel(channel), tag + _encoder.encode(_pack_info(info))
+        )
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        await self._publish_info(b"j", channel, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        await self._publish_info(b"l", channel, info)
+
+    async def history(
+        self, channel: str, flt: HistoryFilter, opts: PublishOptions
+    ) -> HistoryResult:
+        if not opts.use_history:
+            return HistoryResult(publications=[], position=StreamPosition(0, ""))
+        since = flt.since
+        if flt.reverse:
+            start = "-"
+            end = f"({since.offset}-0" if since is not None and since.offset else "+"
+        else:
+            start = f"({since.offset}-0" if since is not None and since.offset else "-"
+            end = "+"
+        epoch, top, entries = await self._history(
+            keys=[self._key("meta", channel), self._key("stream", channel)],
+            args=[
+                _new_epoch(),
+                _ms(opts.history_meta_ttl),
+                _ms(opts.history_ttl),
+                start,
+                end,
+                flt.limit,
+                "1" if flt.reverse else "0",
+                "1" if flt.limit != 0 else "0",
+            ],
+        )
+        position = StreamPosition(int(top), epoch.decode())
+        if since is not None and since.epoch and since.epoch != position.epoch:
+            raise error(ErrorCode.UNRECOVERABLE_POSITION)
+        pubs = [
+            unpack_publication(entries[i + 1], int(entries[i].split(b"-")[0]))
+            for i in range(0, len(entries), 2)
+        ]
+        return HistoryResult(publications=pubs, position=position)
+
+    async def remove_history(self, channel: str) -> None:
+        await self.redis.delete(self._key("stream", channel))
+
+
+class RedisPresenceManager:
+    """A :class:`~hubbub.engines.base.PresenceManager` over one Redis server."""
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "hubbub") -> None:
+        self._redis = aioredis.Redis.from_url(url)
+        self._prefix = prefix
+        self._presence = self._redis.register_script(_PRESENCE)
+        self._add = self._redis.register_script(_ADD_PRESENCE)
+
+    def _keys(self, channel: str) -> list[str]:
+        return [
+            f"{self._prefix}:presence:{{{channel}}}",
+            f"{self._prefix}:presence:exp:{{{channel}}}",
+        ]
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
+        packed = _encoder.encode(_pack_info(info))
+        await self._add(keys=self._keys(channel), args=[info.client, packed, _ms(ttl)])
+
+    async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
+        data, expiry = self._keys(channel)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(data, client_id)
+            pipe.zrem(expiry, client_id)
+            await pipe.execute()
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        flat = await self._presence(keys=self._keys(channel), args=[])
+        return {
+            flat[i].decode(): _unpack_info(_info_decoder.decode(flat[i + 1]))
+            for i in range(0, len(flat), 2)
+        }
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        clients = await self.presence(channel)
+        return PresenceStats(
+            num_clients=len(clients), num_users=len({i.user for i in clients.values()})
+        )

@@ -1,0 +1,70 @@
+"""Several nodes on one Redis: publications, presence and history cross node boundaries."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from centrifuge import Client, PublicationContext
+
+from hubbub.auth import mint_connection_token
+from tests.conftest import SECRET, UNIT, RunningServer, suite_settings
+from tests.integration.test_centrifuge_python import SubEvents, next_item
+
+WAIT = 5 * UNIT
+
+
+async def start_nodes(start_server: Any, redis_url: str, count: int) -> list[RunningServer]:
+    prefix = f"nodes-{uuid.uuid4().hex[:8]}"
+    settings = suite_settings(engine="redis", redis={"url": redis_url, "prefix": prefix})
+    return [await start_server(settings) for _ in range(count)]
+
+
+async def subscriber(
+    node: RunningServer, user: str, channel: str, clients: list[Client]
+) -> SubEvents:
+    client = Client(node.url, token=mint_connection_token(SECRET, user), proxy=None)
+    clients.append(client)
+    events = SubEvents()
+    sub = client.new_subscription(channel, events=events)
+    await client.connect()
+    await sub.subscribe()
+    await next_item(events.subscribed, f"{user} subscribed")
+    return events
+
+
+async def test_publications_cross_nodes_in_order(start_server: Any, redis_url: str) -> None:
+    nodes = await start_nodes(start_server, redis_url, 3)
+    clients: list[Client] = []
+    try:
+        subs = [await subscriber(n, f"user{i}", "news", clients) for i, n in enumerate(nodes)]
+        expected = []
+        for round_ in range(3):
+            for i, node in enumerate(nodes):
+                n = round_ * 3 + i
+                position = await node.node.publish("news", {"n": n})
+                expected.append((position.offset, n))
+        for events in subs:
+            got = []
+            for _ in expected:
+                ctx: PublicationContext = await next_item(events.publications, "publication")
+                got.append((ctx.pub.offset, ctx.pub.data["n"]))
+            assert got == expected == [(i + 1, i) for i in range(9)]
+            await asyncio.sleep(0.05 * UNIT)
+            assert events.publications.empty()  # exactly once
+        # Presence is the same from every node.
+        for node in nodes:
+            stats = await node.node.presence_stats("chat:none")
+            assert stats.num_clients == 0
+        chat = [await subscriber(n, f"chat{i}", "chat:room", clients) for i, n in enumerate(nodes)]
+        assert len(chat) == 3
+        for node in nodes:
+            presence = await node.node.presence("chat:room")
+            assert sorted(i.user for i in presence.values()) == ["chat0", "chat1", "chat2"]
+        # History written through one node is read through another.
+        hist = await nodes[2].node.history("news", limit=-1)
+        assert [p.offset for p in hist.publications] == list(range(1, 10))
+    finally:
+        for client in clients:
+            await client.disconnect()
