@@ -28,7 +28,11 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
-        return JSONResponse({"ready": True, "node": node.name})
+        ready = node.ready
+        return JSONResponse(
+            {"ready": ready, "node": node.name, "engine": node.settings.engine},
+            status_code=200 if ready else 503,
+        )
 
     async def index(request: Request) -> Response:
         info = node.info()[0]

@@ -9,6 +9,7 @@ API) publish, subscribe users, disconnect them and read presence and history thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import time
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from hubbub import __version__
+from hubbub import __version__, control
 from hubbub.auth import TokenVerifier
 from hubbub.channels import ChannelRules
 from hubbub.clock import Clock, SystemClock
@@ -155,6 +156,8 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started_at = time.monotonic()
         self._presence_task: asyncio.Task[None] | None = None
+        self._announce_task: asyncio.Task[None] | None = None
+        self._peers: dict[str, tuple[NodeInfo, float]] = {}
         self._running = False
 
     def _engine(self) -> tuple[Broker, PresenceManager]:
@@ -180,15 +183,17 @@ class Node:
         self._started_at = time.monotonic()
         await self.broker.start()
         self._presence_task = asyncio.create_task(self._refresh_presence_forever())
+        self._announce_task = asyncio.create_task(self._announce_forever())
 
     async def close(self, reason: Disconnect | None = None) -> None:
         """Close every connection (3001 shutdown by default) and stop the engine."""
         reason = reason or disconnect(DisconnectCode.SHUTDOWN)
         for session in list(self._sessions.values()):
             session.close(reason)
-        if self._presence_task is not None:
-            self._presence_task.cancel()
-            self._presence_task = None
+        for periodic in (self._presence_task, self._announce_task):
+            if periodic is not None:
+                periodic.cancel()
+        self._presence_task = self._announce_task = None
         for task in list(self._tasks):
             task.cancel()
         await self.broker.close()
@@ -229,6 +234,123 @@ class Node:
                             await self.presence_manager.add_presence(sub.channel, sub.info, ttl)
                         except Exception:
                             log.exception("presence refresh failed for %s", sub.channel)
+
+    @property
+    def ready(self) -> bool:
+        """Started, and its engine reachable."""
+        return self._running and self.broker.healthy
+
+    ANNOUNCE_INTERVAL = 5.0
+    """Seconds between node announcements; a peer silent for three intervals is dropped."""
+
+    async def _announce_forever(self) -> None:
+        while True:
+            await self._announce()
+            await asyncio.sleep(self.ANNOUNCE_INTERVAL)
+
+    async def _announce(self) -> None:
+        me = self.info()[0]
+        message = control.NodeAnnouncement(
+            origin=self.uid,
+            name=me.name,
+            version=me.version,
+            num_clients=me.num_clients,
+            num_users=me.num_users,
+            num_channels=me.num_channels,
+            num_subs=me.num_subs,
+            uptime=me.uptime,
+        )
+        # While the engine is down peers drop us, and we them, until it is back.
+        with contextlib.suppress(ProtocolError):
+            await self.broker.publish_control(control.encode(message))
+
+    # -----------------------------------------------------------------------------------------
+    # Control messages between nodes
+
+    async def _broadcast_control(self, message: control.Control) -> None:
+        """Send a user operation to the other nodes (applied here already)."""
+        try:
+            await self.broker.publish_control(control.encode(message))
+        except ProtocolError:
+            log.warning("could not reach other nodes for %s: engine unavailable", type(message))
+            raise
+
+    def handle_control(self, data: bytes) -> None:
+        try:
+            message = control.decode(data)
+        except msgspec.DecodeError:
+            log.warning("dropped an undecodable control message")
+            return
+        if message.origin == self.uid:
+            return
+        if isinstance(message, control.NodeAnnouncement):
+            info = NodeInfo(
+                uid=message.origin,
+                name=message.name,
+                version=message.version,
+                num_clients=message.num_clients,
+                num_users=message.num_users,
+                num_channels=message.num_channels,
+                num_subs=message.num_subs,
+                uptime=message.uptime,
+            )
+            if message.origin not in self._peers:
+                # A newcomer: answer at once, so it knows the cluster without waiting a period.
+                self.spawn(self._announce())
+            self._peers[message.origin] = (info, time.monotonic())
+        elif isinstance(message, control.DisconnectUser):
+            self._disconnect_local(
+                message.user, message.code, message.reason, message.client, message.whitelist
+            )
+        elif isinstance(message, control.UnsubscribeUser):
+            self.spawn(self._unsubscribe_local(message.user, message.channel, message.client))
+        elif isinstance(message, control.SubscribeUser):
+            since = (
+                StreamPosition(message.recover_offset, message.recover_epoch)
+                if message.recover
+                else None
+            )
+            self.spawn(
+                self._subscribe_local(
+                    message.user,
+                    message.channel,
+                    message.client,
+                    to_payload(message.info) if message.info else EMPTY,
+                    msgspec.Raw(message.data) if message.data else EMPTY,
+                    since,
+                )
+            )
+        elif isinstance(message, control.RefreshUser):
+            self._refresh_local(
+                message.user, message.client, message.expired, message.expire_at or None
+            )
+        elif isinstance(message, control.MessageUser):
+            self._message_local(message.user, message.client, msgspec.Raw(message.data))
+
+    def handle_reconnect(self, channels: list[str]) -> None:
+        self.counters["engine.reconnects"] += 1
+        self.spawn(self._check_gaps(channels))
+
+    async def _check_gaps(self, channels: list[str]) -> None:
+        """After an engine outage: subscribers whose stream moved on without them recover."""
+        for channel in channels:
+            subs = self._channels.get(channel)
+            if not subs:
+                continue
+            tracked = [
+                (session, session.subscriptions[channel])
+                for session in list(subs.values())
+                if channel in session.subscriptions and session.subscriptions[channel].recoverable
+            ]
+            if not tracked:
+                continue
+            try:
+                top = await self.stream_top(channel, tracked[0][1].options)
+            except ProtocolError:
+                return  # down again: the next reconnect checks again
+            for session, sub in tracked:
+                if sub.pending is None and (top.epoch != sub.epoch or top.offset > sub.offset):
+                    await session.recover_gap(sub)
 
     # -----------------------------------------------------------------------------------------
     # Application hooks
@@ -467,20 +589,34 @@ class Node:
         client: str = "",
         whitelist: Iterable[str] = (),
     ) -> None:
-        """Close the connections of ``user`` (or only ``client``), sparing ``whitelist``."""
-        keep = set(whitelist)
+        """Close the connections of ``user`` (or only ``client``) on every node, sparing
+        ``whitelist``."""
         if not reason:
             try:
                 reason = disconnect(DisconnectCode(code)).reason
             except ValueError:
                 reason = "disconnect"
+        keep = list(whitelist)
+        self._disconnect_local(user, int(code), reason, client, keep)
+        await self._broadcast_control(
+            control.DisconnectUser(self.uid, user, client, int(code), reason, keep)
+        )
+
+    def _disconnect_local(
+        self, user: str, code: int, reason: str, client: str, whitelist: list[str]
+    ) -> None:
+        keep = set(whitelist)
         for session in self._targets(user, client):
             if session.client_id not in keep:
-                session.close(Disconnect(int(code), reason))
+                session.close(Disconnect(code, reason))
 
     async def unsubscribe(self, user: str, channel: str, *, client: str = "") -> None:
-        """Unsubscribe ``user``'s connections from ``channel`` (unsubscribe push 2000)."""
+        """Unsubscribe ``user``'s connections on every node from ``channel`` (push 2000)."""
         self._options(channel)
+        await self._unsubscribe_local(user, channel, client)
+        await self._broadcast_control(control.UnsubscribeUser(self.uid, user, channel, client))
+
+    async def _unsubscribe_local(self, user: str, channel: str, client: str) -> None:
         for session in self._targets(user, client):
             await session.server_unsubscribe(channel, UnsubscribeCode.SERVER)
 
@@ -494,14 +630,38 @@ class Node:
         data: object = None,
         recover_since: StreamPosition | None = None,
     ) -> None:
-        """Subscribe ``user``'s live connections to ``channel`` server-side (subscribe push)."""
-        self._options(channel)
+        """Subscribe ``user``'s live connections on every node to ``channel`` (subscribe push)."""
+        opts = self._options(channel)
         chan_info = EMPTY if info is None else to_payload(info)
-        payload = EMPTY if data is None else to_payload(data)
+        payload = EMPTY if data is None else to_payload(data, binary=opts.binary)
+        await self._subscribe_local(user, channel, client, chan_info, payload, recover_since)
+        await self._broadcast_control(
+            control.SubscribeUser(
+                self.uid,
+                user,
+                channel,
+                client,
+                bytes(chan_info),
+                bytes(payload),
+                recover_since.offset if recover_since else 0,
+                recover_since.epoch if recover_since else "",
+                recover_since is not None,
+            )
+        )
+
+    async def _subscribe_local(
+        self,
+        user: str,
+        channel: str,
+        client: str,
+        chan_info: msgspec.Raw,
+        data: msgspec.Raw,
+        recover_since: StreamPosition | None,
+    ) -> None:
         for session in self._targets(user, client):
             try:
                 await session.server_subscribe(
-                    channel, chan_info=chan_info, data=payload, recover_since=recover_since
+                    channel, chan_info=chan_info, data=data, recover_since=recover_since
                 )
             except ProtocolError as exc:
                 # One connection that cannot take the channel (already subscribed, JSON client
@@ -517,8 +677,17 @@ class Node:
         expired: bool = False,
         expire_at: float | None = None,
     ) -> None:
-        """Change the expiry of ``user``'s connections: ``expired`` closes them now (3005);
-        ``expire_at`` (unix seconds) sets a new expiry, after which they must refresh."""
+        """Change the expiry of ``user``'s connections on every node: ``expired`` closes them
+        now (3005); ``expire_at`` (unix seconds) sets a new expiry, after which they must
+        refresh."""
+        self._refresh_local(user, client, expired, expire_at)
+        await self._broadcast_control(
+            control.RefreshUser(self.uid, user, client, expired, expire_at or 0.0)
+        )
+
+    def _refresh_local(
+        self, user: str, client: str, expired: bool, expire_at: float | None
+    ) -> None:
         for session in self._targets(user, client):
             if expired:
                 session.close(disconnect(DisconnectCode.EXPIRED))
@@ -526,8 +695,13 @@ class Node:
                 session.set_expiry(expire_at)
 
     async def send_message(self, user: str, data: object, *, client: str = "") -> None:
-        """Send an asynchronous ``message`` push to ``user``'s connections (no channel)."""
-        push = Push(message=MessagePush(data=to_payload(data)))
+        """Send an asynchronous ``message`` push to ``user``'s connections on every node."""
+        payload = to_payload(data)
+        self._message_local(user, client, payload)
+        await self._broadcast_control(control.MessageUser(self.uid, user, client, bytes(payload)))
+
+    def _message_local(self, user: str, client: str, data: msgspec.Raw) -> None:
+        push = Push(message=MessagePush(data=data))
         for session in self._targets(user, client):
             session.push_message(session.codec.encode_push(push))
 
@@ -584,7 +758,11 @@ class Node:
         }
 
     def info(self) -> list[NodeInfo]:
-        """Every node's statistics (this node only on the memory engine)."""
+        """Every node's statistics: this node first, then the peers heard from lately."""
+        horizon = time.monotonic() - 3 * self.ANNOUNCE_INTERVAL
+        for uid in [uid for uid, (_, seen) in self._peers.items() if seen < horizon]:
+            del self._peers[uid]
+        peers = [info for info, _ in self._peers.values()]
         return [
             NodeInfo(
                 uid=self.uid,
@@ -595,7 +773,8 @@ class Node:
                 num_channels=len(self._channels),
                 num_subs=sum(len(s) for s in self._channels.values()),
                 uptime=int(time.monotonic() - self._started_at),
-            )
+            ),
+            *peers,
         ]
 
     def session(self, client_id: str) -> Session | None:
@@ -613,6 +792,9 @@ class Node:
 
     def metrics_reply_error(self, code: int) -> None:
         self.counters[f"reply_error.{code}"] += 1
+
+    def metrics_recovery_forced(self) -> None:
+        self.counters["recovery.forced"] += 1
 
     def metrics_recovery(self, recovered: bool) -> None:
         self.counters["recovery.ok" if recovered else "recovery.failed"] += 1

@@ -488,6 +488,7 @@ class Session:
                     top = await node.stream_top(channel, opts)
                     result.epoch, result.offset = top.epoch, top.offset
                 sub.offset = result.offset
+                sub.epoch = result.epoch
                 if result.publications:
                     sub.offset = result.publications[-1].offset
             elif recover is not None and recover.recover:
@@ -788,12 +789,17 @@ class Session:
                 return  # already sent (recovered, or the reply's position covered it)
             if offset != sub.offset + 1:
                 # The stream skipped offsets this connection never saw: make it recover.
-                self.node.spawn(self._gap(sub))
+                self.node.spawn(self.recover_gap(sub))
                 return
             sub.offset = offset
         self.transport.write(data)
 
-    async def _gap(self, sub: Subscription) -> None:
+    async def recover_gap(self, sub: Subscription) -> None:
+        """Publications of ``sub`` were missed: make the client recover them from history
+        (unsubscribe push 2500 for a client-side subscription, disconnect 3010 otherwise)."""
+        if self.subscriptions.get(sub.channel) is not sub:
+            return
+        self.node.metrics_recovery_forced()
         if sub.server_side:
             self.close(disconnect(DisconnectCode.INSUFFICIENT_STATE))
         else:

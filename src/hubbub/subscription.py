@@ -21,6 +21,7 @@ class Subscription:
         recoverable: the stream position is tracked, so gaps can be detected.
         push_join_leave: join and leave pushes are sent to this subscriber.
         offset: offset of the last publication sent to the client (with history).
+        epoch: the stream epoch that offset belongs to.
         pending: while the subscribe reply is not yet written, live publications wait here
             (``None`` once live); they are merged with recovered ones by offset.
         expire_at: wall time the subscription expires (subscription token), or None.
@@ -34,6 +35,7 @@ class Subscription:
     recoverable: bool = False
     push_join_leave: bool = False
     offset: int = 0
+    epoch: str = ""
     pending: list[tuple[Publication, bytes]] | None = field(default_factory=list)
     expire_at: float | None = None
     expire_timer: Timer | None = None

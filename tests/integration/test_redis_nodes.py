@@ -68,3 +68,33 @@ async def test_publications_cross_nodes_in_order(start_server: Any, redis_url: s
     finally:
         for client in clients:
             await client.disconnect()
+
+
+async def test_user_operations_and_info_cross_nodes(start_server: Any, redis_url: str) -> None:
+    from tests.integration.test_bad_input import close_code, connect_ws
+    from tests.integration.test_http_api import next_push
+
+    first, second = await start_nodes(start_server, redis_url, 2)
+    on_first = await connect_ws(first, "mallory")
+    on_second = await connect_ws(second, "mallory")
+    # info from either node lists both.
+    for _ in range(int(100 * UNIT)):
+        if len(first.node.info()) == 2 and len(second.node.info()) == 2:
+            break
+        await asyncio.sleep(0.02)
+    uids = {n.uid for n in first.node.info()}
+    assert uids == {first.node.uid, second.node.uid}
+
+    # A server-side subscribe and a message issued on one node reach the other node's client.
+    await first.node.subscribe("mallory", "chat:ops")
+    push = await next_push(on_second, "subscribe")
+    assert push["channel"] == "chat:ops"
+    await first.node.send_message("mallory", {"hello": "there"})
+    assert (await next_push(on_second, "message"))["message"]["data"] == {"hello": "there"}
+    await second.node.unsubscribe("mallory", "chat:ops")
+    assert (await next_push(on_first, "unsubscribe"))["unsubscribe"]["code"] == 2000
+
+    # Disconnecting a user on one node closes its connections on the other.
+    await first.node.disconnect("mallory", 4501, "banned")
+    assert await close_code(on_first) == 4501
+    assert await close_code(on_second) == 4501

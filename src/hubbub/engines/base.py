@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from hubbub.protocol.codes import ErrorCode, ProtocolError, error
 from hubbub.protocol.messages import ClientInfo, Publication
+
+
+def engine_unavailable() -> ProtocolError:
+    """The temporary error of every engine call made while the engine is unreachable."""
+    return error(ErrorCode.INTERNAL, "internal server error: engine unavailable")
 
 
 class StreamPosition(NamedTuple):
@@ -100,6 +106,18 @@ class BrokerEventHandler(Protocol):
         """A client left a channel this node subscribed to."""
         ...
 
+    def handle_control(self, data: bytes) -> None:
+        """A control message another node sent with :meth:`Broker.publish_control`."""
+        ...
+
+    def handle_reconnect(self, channels: list[str]) -> None:
+        """The broker lost its connection and is back, subscribed to ``channels`` again.
+
+        Publications of those channels may have been missed meanwhile: the node compares
+        stream positions and makes affected subscribers recover.
+        """
+        ...
+
 
 class Broker(Protocol):
     """Live fan-out between nodes and channel history.
@@ -159,6 +177,17 @@ class Broker(Protocol):
 
     async def remove_history(self, channel: str) -> None:
         """Drop the stream's publications; its position (offset and epoch) is kept."""
+        ...
+
+    async def publish_control(self, data: bytes) -> None:
+        """Deliver ``data`` to every *other* node's :meth:`BrokerEventHandler.handle_control`
+        (user operations and node announcements). A single-process engine delivers nothing."""
+        ...
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the engine is reachable; while not, publishes fail fast with a temporary
+        error and the node reports not ready."""
         ...
 
 

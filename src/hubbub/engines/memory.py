@@ -181,6 +181,13 @@ class MemoryBroker:
         if stream is not None:
             stream.items.clear()
 
+    async def publish_control(self, data: bytes) -> None:
+        return None  # one process: there is no other node
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
 
 class MemoryPresenceManager:
     """A :class:`~hubbub.engines.base.PresenceManager` for one process."""

@@ -19,10 +19,12 @@ agree on expiry whatever their clocks say.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import string
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -36,11 +38,30 @@ from hubbub.engines.base import (
     PublishOptions,
     PublishResult,
     StreamPosition,
+    engine_unavailable,
 )
 from hubbub.protocol.codes import ErrorCode, error
 from hubbub.protocol.messages import EMPTY, ClientInfo, Publication
 
 log = logging.getLogger("hubbub.engines.redis")
+
+T = TypeVar("T")
+
+_REDIS_ERRORS = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
+
+
+async def _guard(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a Redis call; an unreachable Redis becomes the engine's temporary error (100)."""
+    try:
+        return await call()
+    except _REDIS_ERRORS as exc:
+        log.warning("Redis call failed: %s", exc)
+        raise engine_unavailable() from None
+
+
+def _client(url: str) -> aioredis.Redis:
+    # Bounded waits: a dead Redis must fail calls in seconds, never hang them.
+    return aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
 
 
 class _Info(msgspec.Struct, array_like=True):
@@ -213,8 +234,14 @@ class RedisBroker:
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._confirming: dict[str, asyncio.Future[None]] = {}
+        self._channels: set[str] = set()
+        self._healthy = False
         self._publish: Any = None
         self._history: Any = None
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
 
     def set_event_handler(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
@@ -231,51 +258,101 @@ class RedisBroker:
     def _pubsub_channel(self, channel: str) -> str:
         return f"{self._prefix}:ch:{channel}"
 
+    @property
+    def _control(self) -> str:
+        return f"{self._prefix}:control"
+
     async def start(self) -> None:
-        self._redis = aioredis.Redis.from_url(self._url)
-        await self._redis.ping()
+        self._redis = _client(self._url)
         self._publish = self._redis.register_script(_PUBLISH)
         self._history = self._redis.register_script(_HISTORY)
+        await _guard(self._redis.ping)
         self._pubsub = self._redis.pubsub()
         # Subscribing to the control channel opens the PUB/SUB connection before any channel.
-        await self._pubsub.subscribe(f"{self._prefix}:control")
+        await self._pubsub.subscribe(self._control)
+        self._healthy = True
         self._reader = asyncio.create_task(self._read_forever())
 
     async def close(self) -> None:
+        self._healthy = False
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
 
     async def _read_forever(self) -> None:
-        assert self._pubsub is not None
-        prefix = f"{self._prefix}:ch:".encode()
         while True:
+            pubsub = self._pubsub
+            assert pubsub is not None
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                message = await pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("Redis PUB/SUB read failed; retrying")
-                await asyncio.sleep(0.5)
+            except Exception as exc:
+                log.warning("Redis PUB/SUB connection lost (%s); reconnecting", exc)
+                await self._reconnect()
                 continue
-            if message is None:
-                continue
-            kind = message["type"]
-            name = message["channel"]
-            if kind == "subscribe":
-                channel = name.decode()[len(prefix) :] if name.startswith(prefix) else ""
-                waiter = self._confirming.pop(channel, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
-            elif kind == "message" and name.startswith(prefix):
+            if message is not None:
+                self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        prefix = f"{self._prefix}:ch:".encode()
+        kind = message["type"]
+        name: bytes = message["channel"]
+        if kind == "subscribe":
+            channel = name.decode()[len(prefix) :] if name.startswith(prefix) else ""
+            waiter = self._confirming.pop(channel, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif kind == "message":
+            if name.startswith(prefix):
                 self._dispatch(name[len(prefix) :].decode(), message["data"])
+            elif self._handler is not None and name.decode() == self._control:
+                self._handler.handle_control(message["data"])
+
+    async def _reconnect(self) -> None:
+        """Reconnect PUB/SUB with exponential backoff and jitter, resubscribe every channel,
+        then tell the node, which checks the streams for what was missed meanwhile."""
+        self._healthy = False
+        delay = 0.1
+        while True:
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, 5.0)
+            old, self._pubsub = self._pubsub, None
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.aclose()  # type: ignore[no-untyped-call]
+            assert self._redis is not None
+            pubsub = self._redis.pubsub()
+            channels = sorted(self._channels)
+            try:
+                await pubsub.subscribe(self._control, *map(self._pubsub_channel, channels))
+                confirmed = 0
+                while confirmed < len(channels) + 1:
+                    message = await pubsub.get_message(timeout=2.0)
+                    if message is None:
+                        raise TimeoutError("no subscribe confirmation")
+                    if message["type"] == "subscribe":
+                        confirmed += 1
+                    else:
+                        self._on_message(message)
+            except Exception as exc:
+                log.info("Redis still unreachable (%s); next try within %.1f s", exc, delay)
+                self._pubsub = pubsub
+                continue
+            self._pubsub = pubsub
+            self._healthy = True
+            log.warning("Redis PUB/SUB reconnected; %d channels resubscribed", len(channels))
+            if self._handler is not None:
+                self._handler.handle_reconnect(channels)
+            return
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         handler = self._handler
@@ -297,39 +374,59 @@ class RedisBroker:
             log.warning("dropped an undecodable message on %s", channel)
 
     async def subscribe(self, channel: str) -> None:
-        assert self._pubsub is not None
+        # Remembered first, so a reconnect that happens meanwhile resubscribes it too.
+        self._channels.add(channel)
+        if not self._healthy or self._pubsub is None:
+            raise engine_unavailable()
         waiter = asyncio.get_running_loop().create_future()
         self._confirming[channel] = waiter
-        await self._pubsub.subscribe(self._pubsub_channel(channel))
-        # Return only once Redis confirmed: from then on no publication of the channel is missed.
-        await asyncio.wait_for(waiter, 10.0)
+        try:
+            await _guard(lambda: self._pubsub.subscribe(self._pubsub_channel(channel)))  # type: ignore[union-attr]
+            # Return once Redis confirmed: from then on no publication of the channel is missed.
+            await asyncio.wait_for(waiter, 5.0)
+        except TimeoutError:
+            raise engine_unavailable() from None
+        finally:
+            self._confirming.pop(channel, None)
 
     async def unsubscribe(self, channel: str) -> None:
-        if self._pubsub is not None:
-            await self._pubsub.unsubscribe(self._pubsub_channel(channel))
+        self._channels.discard(channel)
+        if self._pubsub is not None and self._healthy:
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await self._pubsub.unsubscribe(self._pubsub_channel(channel))
+
+    async def publish_control(self, data: bytes) -> None:
+        if not self._healthy:
+            raise engine_unavailable()
+        await _guard(lambda: self.redis.publish(self._control, data))
 
     async def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
+        if not self._healthy:
+            raise engine_unavailable()  # fail fast: no socket timeout per publish
         idem = self._key(f"idem:{opts.idempotency_key}", channel) if opts.idempotency_key else ""
-        status, result = await self._publish(
-            keys=[self._key("meta", channel), self._key("stream", channel), idem],
-            args=[
-                pack_publication(pub),
-                opts.history_size,
-                _ms(opts.history_ttl),
-                _ms(opts.history_meta_ttl),
-                self._pubsub_channel(channel),
-                _new_epoch(),
-                _ms(opts.idempotent_result_ttl),
-                "1" if opts.use_history else "0",
-            ],
+        status, result = await _guard(
+            lambda: self._publish(
+                keys=[self._key("meta", channel), self._key("stream", channel), idem],
+                args=[
+                    pack_publication(pub),
+                    opts.history_size,
+                    _ms(opts.history_ttl),
+                    _ms(opts.history_meta_ttl),
+                    self._pubsub_channel(channel),
+                    _new_epoch(),
+                    _ms(opts.idempotent_result_ttl),
+                    "1" if opts.use_history else "0",
+                ],
+            )
         )
         offset, _, epoch = result.decode().partition(":")
         return PublishResult(StreamPosition(int(offset), epoch), suppressed=status == b"dup")
 
     async def _publish_info(self, tag: bytes, channel: str, info: ClientInfo) -> None:
-        await self.redis.publish(
-            self._pubsub_channel(channel), tag + _encoder.encode(_pack_info(info))
-        )
+        if not self._healthy:
+            raise engine_unavailable()
+        data = tag + _encoder.encode(_pack_info(info))
+        await _guard(lambda: self.redis.publish(self._pubsub_channel(channel), data))
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         await self._publish_info(b"j", channel, info)
@@ -349,18 +446,20 @@ class RedisBroker:
         else:
             start = f"({since.offset}-0" if since is not None and since.offset else "-"
             end = "+"
-        epoch, top, entries = await self._history(
-            keys=[self._key("meta", channel), self._key("stream", channel)],
-            args=[
-                _new_epoch(),
-                _ms(opts.history_meta_ttl),
-                _ms(opts.history_ttl),
-                start,
-                end,
-                flt.limit,
-                "1" if flt.reverse else "0",
-                "1" if flt.limit != 0 else "0",
-            ],
+        epoch, top, entries = await _guard(
+            lambda: self._history(
+                keys=[self._key("meta", channel), self._key("stream", channel)],
+                args=[
+                    _new_epoch(),
+                    _ms(opts.history_meta_ttl),
+                    _ms(opts.history_ttl),
+                    start,
+                    end,
+                    flt.limit,
+                    "1" if flt.reverse else "0",
+                    "1" if flt.limit != 0 else "0",
+                ],
+            )
         )
         position = StreamPosition(int(top), epoch.decode())
         if since is not None and since.epoch and since.epoch != position.epoch:
@@ -372,14 +471,14 @@ class RedisBroker:
         return HistoryResult(publications=pubs, position=position)
 
     async def remove_history(self, channel: str) -> None:
-        await self.redis.delete(self._key("stream", channel))
+        await _guard(lambda: self.redis.delete(self._key("stream", channel)))
 
 
 class RedisPresenceManager:
     """A :class:`~hubbub.engines.base.PresenceManager` over one Redis server."""
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "hubbub") -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = _client(url)
         self._prefix = prefix
         self._presence = self._redis.register_script(_PRESENCE)
         self._add = self._redis.register_script(_ADD_PRESENCE)
@@ -395,17 +494,23 @@ class RedisPresenceManager:
 
     async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
         packed = _encoder.encode(_pack_info(info))
-        await self._add(keys=self._keys(channel), args=[info.client, packed, _ms(ttl)])
+        await _guard(
+            lambda: self._add(keys=self._keys(channel), args=[info.client, packed, _ms(ttl)])
+        )
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
         data, expiry = self._keys(channel)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(data, client_id)
-            pipe.zrem(expiry, client_id)
-            await pipe.execute()
+
+        async def remove() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(data, client_id)
+                pipe.zrem(expiry, client_id)
+                await pipe.execute()
+
+        await _guard(remove)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
-        flat = await self._presence(keys=self._keys(channel), args=[])
+        flat = await _guard(lambda: self._presence(keys=self._keys(channel), args=[]))
         return {
             flat[i].decode(): _unpack_info(_info_decoder.decode(flat[i + 1]))
             for i in range(0, len(flat), 2)
