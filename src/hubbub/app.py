@@ -7,6 +7,8 @@ mount :class:`~hubbub.transports.asgi.WebSocketEndpoint` instead (see ``examples
 
 from __future__ import annotations
 
+import os
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -17,6 +19,15 @@ from hubbub.api.methods import ServerAPI
 from hubbub.config import Settings
 from hubbub.node import Node
 from hubbub.transports.asgi import WebSocketEndpoint
+
+SETTINGS_ENV = "HUBBUB_SETTINGS_JSON"
+"""Environment variable through which ``hubbub serve --workers N`` hands its settings to the
+worker processes."""
+
+
+def app_from_environment() -> Starlette:
+    """The app of one worker of ``hubbub serve --workers N``."""
+    return create_app(Settings.model_validate_json(os.environ[SETTINGS_ENV]))
 
 
 def create_app(settings: Settings | None = None, *, node: Node | None = None) -> Starlette:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -38,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
         "open to clients; never use it in production",
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help='run N server processes on one port (needs engine = "redis")',
+    )
 
     token = commands.add_parser(
         "token",
@@ -74,10 +82,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, workers: int = 1) -> int:
     import uvicorn
 
-    from hubbub.app import create_app
+    from hubbub.app import SETTINGS_ENV, create_app
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -95,17 +103,21 @@ def _serve(settings: Settings) -> int:
             "development mode: tokens are signed with a public secret and every channel is "
             "open; do not expose this server"
         )
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ws_max_size=settings.client.max_message_size,
+    options: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "ws_max_size": settings.client.max_message_size,
         # Compression costs CPU per connection per message and defeats encode-once fan-out.
-        ws_per_message_deflate=settings.websocket_compression,
-        log_level=settings.log_level,
-        lifespan="on",
-    )
-    server = Server(config)
+        "ws_per_message_deflate": settings.websocket_compression,
+        "log_level": settings.log_level,
+        "lifespan": "on",
+    }
+    if workers > 1:
+        # Each worker process builds its app from exactly these validated settings.
+        os.environ[SETTINGS_ENV] = settings.model_dump_json()
+        uvicorn.run("hubbub.app:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        return EXIT_OK
+    server = Server(uvicorn.Config(create_app(settings), **options))  # type: ignore[arg-type]
     server.run()
     return EXIT_OK if server.started else EXIT_FAILURE
 
@@ -141,7 +153,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hubbub {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "serve":
-        return _serve(settings)
+        if args.workers < 1:
+            print("hubbub serve: --workers must be at least 1", file=sys.stderr)
+            return EXIT_USAGE
+        if args.workers > 1 and settings.engine != "redis":
+            print(
+                f'hubbub serve: --workers {args.workers} needs engine = "redis" '
+                f"(the {settings.engine} engine lives in one process); set engine and "
+                "[redis] url in --config or HUBBUB_ENGINE=redis",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        return _serve(settings, args.workers)
     return _token(args, settings)
 
 

@@ -17,6 +17,7 @@ import pytest
 from cent import (
     AsyncClient,
     DisconnectRequest,
+    InfoRequest,
     PresenceStatsRequest,
     PublishRequest,
 )
@@ -232,3 +233,57 @@ async def test_kill_a_node_clients_recover_on_another(cluster: Callable[[int], A
         await client.disconnect()
         await api.close()
         await balancer.close()
+
+
+async def test_workers_share_one_port(redis_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "workers.toml"
+    config.write_text(
+        f'port = {port}\nengine = "redis"\nlog_level = "warning"\n'
+        f'[redis]\nurl = "{redis_url}"\nprefix = "workers-{uuid.uuid4().hex[:8]}"\n'
+        f'[token]\nhmac_secret_key = "{SECRET}"\n[http_api]\nkey = "{API_KEY}"\n'
+        "[channel.without_namespace]\nallow_subscribe_for_client = true\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hubbub", "serve", "--config", str(config), "--workers", "2",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    clients: list[Client] = []
+    api = AsyncClient(f"http://127.0.0.1:{port}/api", API_KEY)
+    try:
+        url = f"ws://127.0.0.1:{port}/connection/websocket"
+        for _ in range(int(300 * UNIT)):
+            try:
+                nodes = (await api.info(InfoRequest())).nodes
+                if len(nodes) == 2:
+                    break
+            except Exception:
+                pass
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("two workers did not come up and see each other")
+        subscribers = []
+        for i in range(8):
+            client, events, _ = await connect(url, f"u{i}", "news")
+            clients.append(client)
+            subscribers.append(events)
+        result = await api.publish(PublishRequest(channel="news", data={"hello": "workers"}))
+        for events in subscribers:
+            ctx = await next_item(events.publications, "publication")
+            assert ctx.pub.data == {"hello": "workers"} and ctx.pub.offset == result.offset
+    finally:
+        for client in clients:
+            await client.disconnect()
+        await api.close()
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15 * UNIT)
+
+
+async def test_workers_need_redis() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hubbub", "serve", "--workers", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30 * UNIT)
+    assert proc.returncode == 2
+    assert b'needs engine = "redis"' in err and b"Traceback" not in err
