@@ -165,34 +165,44 @@ async def server(start_server: Callable[..., Any]) -> RunningServer:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private ``redis-server`` on a free loopback port for the whole test session.
+def redis_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Two private ``redis-server`` processes on free loopback ports for the whole session.
 
-    Tests never share data with a Redis the machine runs for other purposes, and may stop and
-    restart this one. ``make test`` installs redis-server when it is missing.
+    Tests never share data with a Redis the machine runs for other purposes. Two servers let
+    the sharded engine be tested for real. ``make test`` installs redis-server when missing.
     """
     binary = shutil.which("redis-server")
     assert binary, "redis-server is required (make test installs it with apt-get)"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
     try:
-        for _ in range(int(200 * UNIT)):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise AssertionError("redis-server did not start")
-        yield f"redis://127.0.0.1:{port}/0"
+        for _ in range(2):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            workdir = tmp_path_factory.mktemp("redis")
+            command = [binary, "--port", str(port), "--bind", "127.0.0.1"]
+            command += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
+            procs.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+            for _ in range(int(200 * UNIT)):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            else:
+                raise AssertionError("redis-server did not start")
+            urls.append(f"redis://127.0.0.1:{port}/0")
+        yield urls
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_urls: list[str]) -> str:
+    """The first private Redis of the session."""
+    return redis_urls[0]

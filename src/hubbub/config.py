@@ -190,7 +190,13 @@ class RedisSettings(_Section):
     """The Redis engine (``engine = "redis"``)."""
 
     url: str = "redis://127.0.0.1:6379/0"
+    urls: list[str] = []
     prefix: str = "hubbub"
+
+    @property
+    def shards(self) -> list[str]:
+        """The Redis servers channels are spread over (``urls``, or just ``url``)."""
+        return list(self.urls) or [self.url]
 
 
 class Settings(BaseSettings):

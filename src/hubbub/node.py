@@ -164,11 +164,19 @@ class Node:
         """The engine named by the settings."""
         if self.settings.engine == "redis":
             from hubbub.engines.redis import RedisBroker, RedisPresenceManager
+            from hubbub.engines.sharded import ShardedBroker, ShardedPresenceManager
 
             cfg = self.settings.redis
+            if len(cfg.shards) == 1:
+                return (
+                    RedisBroker(cfg.url, prefix=cfg.prefix),
+                    RedisPresenceManager(cfg.url, prefix=cfg.prefix),
+                )
             return (
-                RedisBroker(cfg.url, prefix=cfg.prefix),
-                RedisPresenceManager(cfg.url, prefix=cfg.prefix),
+                ShardedBroker([RedisBroker(u, prefix=cfg.prefix) for u in cfg.shards]),
+                ShardedPresenceManager(
+                    [RedisPresenceManager(u, prefix=cfg.prefix) for u in cfg.shards]
+                ),
             )
         return MemoryBroker(clock=self.clock), MemoryPresenceManager(clock=self.clock)
 

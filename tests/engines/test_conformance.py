@@ -27,6 +27,7 @@ from hubbub.engines.base import (
 )
 from hubbub.engines.memory import MemoryBroker, MemoryPresenceManager
 from hubbub.engines.redis import RedisBroker, RedisPresenceManager
+from hubbub.engines.sharded import ShardedBroker, ShardedPresenceManager, jump_hash, shard_of
 from hubbub.protocol.codes import ProtocolError
 from hubbub.protocol.messages import ClientInfo, Publication, raw
 
@@ -91,25 +92,34 @@ def memory_engine() -> Engine:
     return Engine(broker, MemoryPresenceManager(clock=clock), recorder, 1.0, wait)
 
 
-def redis_engine(url: str) -> Engine:
+def redis_engine(urls: list[str]) -> Engine:
     prefix = f"conformance-{uuid.uuid4().hex[:8]}"
-    broker = RedisBroker(url, prefix=prefix)
     recorder = Recorder()
-    broker.set_event_handler(recorder)
-    return Engine(broker, RedisPresenceManager(url, prefix=prefix), recorder, 0.05, asyncio.sleep)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    if request.param == "redis":
-        eng = redis_engine(request.getfixturevalue("redis_url"))
+    broker: Broker
+    presence: PresenceManager
+    if len(urls) == 1:
+        broker = RedisBroker(urls[0], prefix=prefix)
+        presence = RedisPresenceManager(urls[0], prefix=prefix)
     else:
+        broker = ShardedBroker([RedisBroker(u, prefix=prefix) for u in urls])
+        presence = ShardedPresenceManager([RedisPresenceManager(u, prefix=prefix) for u in urls])
+    broker.set_event_handler(recorder)
+    return Engine(broker, presence, recorder, 0.05, asyncio.sleep)
+
+
+@pytest.fixture(params=["memory", "redis", "redis-sharded"])
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    if request.param == "memory":
         eng = memory_engine()
+    else:
+        urls: list[str] = request.getfixturevalue("redis_urls")
+        eng = redis_engine(urls[:1] if request.param == "redis" else urls)
     await eng.broker.start()
     yield eng
     await eng.broker.close()
-    if isinstance(eng.presence, RedisPresenceManager):
-        await eng.presence.close()
+    close = getattr(eng.presence, "close", None)
+    if close is not None:
+        await close()
 
 
 async def delivered(eng: Engine, count: int) -> None:
@@ -331,3 +341,14 @@ async def test_memory_forgets_idle_streams() -> None:
     clock.advance(101)
     await broker.publish("fresh", pub(0), short)
     assert broker.stream_count == 1
+
+
+def test_consistent_hashing() -> None:
+    channels = [f"chat:room{i}" for i in range(2000)]
+    two = [shard_of(c, 2) for c in channels]
+    three = [shard_of(c, 3) for c in channels]
+    assert abs(two.count(0) - 1000) < 150  # spread evenly
+    moved = sum(1 for a, b in zip(two, three, strict=True) if a != b)
+    assert 500 < moved < 850  # about a third moves to the new shard, the rest stays
+    assert all(b == 2 for a, b in zip(two, three, strict=True) if a != b)
+    assert jump_hash(123456789, 1) == 0 and shard_of("x", 5) == shard_of("x", 5)
