@@ -32,7 +32,7 @@ test-deps:
 
 ## bench: the fan-out benchmark (JSON next to Protobuf); results go in docs/benchmarks.md
 bench: $(STAMP)
-	$(BIN)/python benchmarks/fanout.py --subscribers 100 1000 --rate 50 --seconds 5
+	$(BIN)/python benchmarks/fanout.py --subscribers 100 1000 --rate 50 --seconds 5 --cluster
 
 ## proto: regenerate the Protobuf classes from src/hubbub/protocol/client.proto
 proto: $(STAMP)

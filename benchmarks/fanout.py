@@ -1,13 +1,16 @@
-"""Fan-out benchmark: one channel, N subscribers, JSON and Protobuf side by side.
+"""Fan-out benchmark: one channel, N subscribers; JSON and Protobuf; one node or several.
 
-Starts ``hubbub serve`` on a loopback port (pinned to CPU 0 when the machine has more than one),
-opens N subscriber connections spread over client processes (pinned to the other CPUs),
-publishes 100-byte JSON messages from one more connection at a fixed rate, and prints per
-scenario: publications, deliveries per second, messages lost, server CPU microseconds per
-delivery, delivery latency p50/p99/max, and how busy the client processes were (a client near
-100% would make the numbers about the client, not the server).
+Starts ``hubbub serve`` on loopback ports (pinned to CPU 0 when the machine has more than one),
+opens N subscriber connections spread over client processes (pinned to the other CPUs) and
+over the nodes, publishes 100-byte JSON messages from one more connection to the first node at
+a fixed rate, and prints per scenario: publications, deliveries per second, messages lost,
+server CPU microseconds per delivery (all nodes together), delivery latency p50/p99/max, and
+how busy the client processes were (a client near 100% would make the numbers about the
+client, not the server). With ``--cluster`` it also runs 2 nodes on the Redis engine (a private
+redis-server on a free port) next to 1 node on the memory engine.
 
-Run:  .venv/bin/python benchmarks/fanout.py [--subscribers 100 1000] [--rate 200] [--seconds 5]
+Run:  .venv/bin/python benchmarks/fanout.py [--subscribers 100 1000] [--rate 50] [--seconds 5]
+          [--formats json protobuf] [--cluster]
 """
 
 from __future__ import annotations
@@ -223,10 +226,11 @@ class Result:
         )
 
 
-def start_server(port: int, cpu: int | None) -> subprocess.Popen[bytes]:
+def start_server(port: int, cpu: int | None, redis_url: str = "") -> subprocess.Popen[bytes]:
     config = Path(tempfile.mkdtemp()) / "bench.toml"
+    engine = f'engine = "redis"\n[redis]\nurl = "{redis_url}"\n' if redis_url else ""
     config.write_text(
-        f'port = {port}\ndevelopment = true\nlog_level = "warning"\n'
+        f'port = {port}\ndevelopment = true\nlog_level = "warning"\n{engine}'
         "[client]\nqueue_max_size = 16777216\n"
         "[channel.without_namespace]\nallow_subscribe_for_client = true\n"
         "allow_publish_for_client = true\n"
@@ -235,46 +239,68 @@ def start_server(port: int, cpu: int | None) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if cpu is not None:
         os.sched_setaffinity(proc.pid, {cpu})
+    wait_for_port(port)
+    return proc
+
+
+def wait_for_port(port: int) -> None:
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc
+            return
         except OSError:
             time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the server did not start")
+    raise SystemExit(f"nothing listens on port {port}")
 
 
-def run_scenario(fmt: str, subscribers: int, rate: float, seconds: float, procs: int) -> Result:
+def start_redis(cpu: int | None) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    cmd += ["--appendonly", "no", "--dir", tempfile.mkdtemp()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if cpu is not None:
+        os.sched_setaffinity(proc.pid, {cpu})
+    wait_for_port(port)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def run_scenario(
+    fmt: str, subscribers: int, rate: float, seconds: float, procs: int, nodes: int = 1
+) -> Result:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu = cpus[0] if len(cpus) > 1 else None
     client_cpus = cpus[1:] or [None]
-    port = free_port()
-    server = start_server(port, server_cpu)
-    url = f"ws://127.0.0.1:{port}/connection/websocket"
+    redis: subprocess.Popen[bytes] | None = None
+    redis_url = ""
+    if nodes > 1:
+        redis, redis_url = start_redis(server_cpu)
+    ports = [free_port() for _ in range(nodes)]
+    servers = [start_server(port, server_cpu, redis_url) for port in ports]
+    urls = [f"ws://127.0.0.1:{port}/connection/websocket" for port in ports]
     ctx = mp.get_context("spawn")
     ready, stop, results = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
     per = [subscribers // procs + (1 if i < subscribers % procs else 0) for i in range(procs)]
     workers = [
         ctx.Process(
             target=subscriber_process,
-            args=(url, fmt, n, client_cpus[i % len(client_cpus)], ready, stop, results),
+            args=(urls[i % nodes], fmt, n, client_cpus[i % len(client_cpus)], ready, stop, results),
         )
         for i, n in enumerate(per)
         if n
     ]
+    watched = [s.pid for s in servers] + ([redis.pid] if redis is not None else [])
     try:
         for w in workers:
             w.start()
         for _ in range(subscribers):
             if not ready.acquire(timeout=60):
                 raise SystemExit("subscribers did not connect")
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before = sum(cpu_seconds(pid) for pid in watched)
         started = time.monotonic()
-        published = asyncio.run(publish(url, rate, seconds))
+        published = asyncio.run(publish(urls[0], rate, seconds))
         time.sleep(1.0)  # let the last deliveries land
         elapsed = time.monotonic() - started
-        server_cpu_used = cpu_seconds(server.pid) - cpu_before
+        server_cpu_used = sum(cpu_seconds(pid) for pid in watched) - cpu_before
         stop.set()
         delivered, latencies, busy = 0, [], 0.0
         for _ in workers:
@@ -282,7 +308,10 @@ def run_scenario(fmt: str, subscribers: int, rate: float, seconds: float, procs:
             delivered += got
             latencies.extend(lat)
             busy = max(busy, b / elapsed)
-        return Result(fmt, subscribers, published, delivered, elapsed, server_cpu_used,
+        label = (
+            f"{fmt}, {nodes} node{'s' if nodes > 1 else ''} ({'redis' if nodes > 1 else 'memory'})"
+        )
+        return Result(label, subscribers, published, delivered, elapsed, server_cpu_used,
                       latencies, busy)  # fmt: skip
     finally:
         stop.set()
@@ -290,8 +319,12 @@ def run_scenario(fmt: str, subscribers: int, rate: float, seconds: float, procs:
             w.join(10)
             if w.is_alive():
                 w.kill()
-        server.terminate()
-        server.wait(10)
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+        if redis is not None:
+            redis.terminate()
+            redis.wait(10)
 
 
 def machine() -> str:
@@ -314,16 +347,20 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="publications per second")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--client-processes", type=int, default=4)
+    parser.add_argument(
+        "--cluster", action="store_true", help="also 2 nodes on Redis next to 1 on memory"
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"one channel, {args.rate:g} publications/s for {args.seconds:g} s, ~100-byte JSON\n")
-    print("| format | subscribers | published | delivered/s | lost | server CPU µs/delivery "
+    print("| scenario | subscribers | published | delivered/s | lost | server CPU µs/delivery "
           "| latency ms p50 / p99 / max | busiest client process |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for n in args.subscribers:
         for fmt in args.formats:
-            result = run_scenario(fmt, n, args.rate, args.seconds, args.client_processes)
-            print(result.row(), flush=True)
+            for nodes in (1, 2) if args.cluster else (1,):
+                result = run_scenario(fmt, n, args.rate, args.seconds, args.client_processes, nodes)
+                print(result.row(), flush=True)
 
 
 if __name__ == "__main__":
