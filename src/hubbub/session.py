@@ -548,11 +548,16 @@ class Session:
         if sub.expire_timer is not None:
             sub.expire_timer.cancel()
         node = self.node
-        await node.remove_subscriber(channel, self)
-        if sub.options.presence:
-            await node.presence_manager.remove_presence(channel, self.client_id, self.user)
-        if announce and sub.options.join_leave and sub.pending is None:
-            await node.broker.publish_leave(channel, sub.info)
+        try:
+            await node.remove_subscriber(channel, self)
+            if sub.options.presence:
+                await node.presence_manager.remove_presence(channel, self.client_id, self.user)
+            if announce and sub.options.join_leave and sub.pending is None:
+                await node.broker.publish_leave(channel, sub.info)
+        except ProtocolError as exc:
+            # The engine is unreachable: the local state is gone regardless, and the presence
+            # entry expires by itself within presence_ttl.
+            log.info("leaving %s while the engine is down: %s", channel, exc.message)
 
     async def server_unsubscribe(self, channel: str, code: UnsubscribeCode) -> None:
         """Drop a subscription on the server's initiative and tell the client why."""

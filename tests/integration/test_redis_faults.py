@@ -116,3 +116,39 @@ async def test_redis_restart_mid_stream(start_server: Any, own_redis: RedisProce
     ctx = await next_item(events.publications, "publication after the restart")
     assert ctx.pub.data == {"n": "after"} and ctx.pub.offset == position.offset == 1
     await client.disconnect()
+
+
+async def test_clients_come_and_go_while_redis_is_down(
+    start_server: Any, own_redis: RedisProcess
+) -> None:
+    settings = suite_settings(engine="redis", redis={"url": own_redis.url})
+    running = await start_server(settings)
+    client = Client(running.url, token=mint_connection_token(SECRET, "bob"), proxy=None)
+    events = SubEvents()
+    sub = client.new_subscription("chat:room", events=events)
+    await client.connect()
+    await sub.subscribe()
+    await next_item(events.subscribed, "subscribed")
+    own_redis.kill()
+    for _ in range(int(100 * UNIT)):
+        if not running.node.ready:
+            break
+        await asyncio.sleep(0.02)
+    # Leaving while Redis is down cleans up locally and never hangs.
+    await asyncio.wait_for(client.disconnect(), WAIT)
+    for _ in range(int(100 * UNIT)):
+        if running.node.info()[0].num_clients == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert running.node.info()[0].num_clients == 0
+    assert running.node.channels() == {}
+    # A new subscriber is refused with a temporary error, then succeeds once Redis is back.
+    late = Client(running.url, token=mint_connection_token(SECRET, "carol"), proxy=None)
+    late_events = SubEvents()
+    late_sub = late.new_subscription("chat:room", events=late_events)
+    await late.connect()
+    await late_sub.subscribe()
+    own_redis.start()
+    subscribed = await asyncio.wait_for(late_events.subscribed.get(), 15 * UNIT)
+    assert subscribed.channel == "chat:room"
+    await late.disconnect()
