@@ -18,6 +18,7 @@ from cent import (
     AsyncClient,
     DisconnectRequest,
     InfoRequest,
+    PresenceRequest,
     PresenceStatsRequest,
     PublishRequest,
 )
@@ -137,9 +138,14 @@ async def test_three_processes(cluster: Callable[[int], Any]) -> None:
             assert got == published
             await asyncio.sleep(0.05)
             assert events.publications.empty()
+        presences = []
         for api in apis:
             stats = await api.presence_stats(PresenceStatsRequest(channel="room"))
             assert (stats.num_clients, stats.num_users) == (3, 3)
+            presence = (await api.presence(PresenceRequest(channel="room"))).presence
+            presences.append({cid: info.user for cid, info in presence.items()})
+        assert presences[0] == presences[1] == presences[2]
+        assert sorted(presences[0].values()) == ["user0", "user1", "user2"]
         # user1 has a second connection on node 2; disconnecting through node 0 ends both.
         extra = await connect(nodes[2].url, "user1", "room")
         await apis[0].disconnect(DisconnectRequest(user="user1"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -98,3 +99,47 @@ async def test_user_operations_and_info_cross_nodes(start_server: Any, redis_url
     await first.node.disconnect("mallory", 4501, "banned")
     assert await close_code(on_first) == 4501
     assert await close_code(on_second) == 4501
+
+
+async def test_recovery_while_publications_continue(start_server: Any, redis_url: str) -> None:
+    """A client recovers on one node while another node keeps publishing: the recovered and
+    the live publications join up exactly, whatever the interleaving."""
+    from tests.integration.test_bad_input import connect_ws, parse
+
+    publisher_node, reader_node = await start_nodes(start_server, redis_url, 2)
+    stop = asyncio.Event()
+    offsets: list[int] = []
+
+    async def publish_forever() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            offsets.append((await publisher_node.node.publish("news", {"n": n})).offset)
+            await asyncio.sleep(0.001)
+
+    publisher = asyncio.create_task(publish_forever())
+    try:
+        for round_ in range(5):
+            while len(offsets) < 20 * (round_ + 1):  # noqa: ASYNC110 (the publisher fills it)
+                await asyncio.sleep(0.005)
+            since = offsets[-10]
+            epoch = (await reader_node.node.history("news")).position.epoch
+            ws = await connect_ws(reader_node, f"r{round_}")
+            recover = {"channel": "news", "recover": True, "offset": since, "epoch": epoch}
+            await ws.send(json.dumps({"id": 2, "subscribe": recover}))
+            seen: list[int] = []
+            result: dict[str, Any] = {}
+            while len(seen) < 40:
+                for msg in parse(await asyncio.wait_for(ws.recv(), WAIT)):
+                    if msg.get("id") == 2:
+                        result = msg["subscribe"]
+                        assert result["recovered"] is True
+                        seen.extend(p["offset"] for p in result.get("publications", []))
+                    elif "pub" in msg.get("push", {}):
+                        assert result, "a publication came before the subscribe reply"
+                        seen.append(msg["push"]["pub"]["offset"])
+            assert seen == list(range(since + 1, since + 1 + len(seen)))
+            await ws.close()
+    finally:
+        stop.set()
+        await publisher
