@@ -19,6 +19,7 @@ from hubbub.api.methods import ServerAPI
 from hubbub.config import Settings
 from hubbub.node import Node
 from hubbub.transports.asgi import WebSocketEndpoint
+from hubbub.transports.tutorial import TutorialEndpoint
 
 SETTINGS_ENV = "HUBBUB_SETTINGS_JSON"
 """Environment variable through which ``hubbub serve --workers N`` hands its settings to the
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             WebSocketRoute(node.settings.websocket_path, WebSocketEndpoint(node)),
+            WebSocketRoute("/ws/{client_id}", TutorialEndpoint(node)),
             *api_routes(api, node.settings.http_api),
         ],
         lifespan=node.lifespan,

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
@@ -59,8 +59,11 @@ from hubbub.protocol.messages import (
 
 if TYPE_CHECKING:
     from hubbub.session import Session
+    from hubbub.subscription import Subscription
 
 log = logging.getLogger("hubbub.node")
+
+T = TypeVar("T")
 
 RPCHandler = Callable[["Session", msgspec.Raw], Awaitable[msgspec.Raw]]
 """Answers an ``rpc`` command: gets the session and the request data, returns the reply data
@@ -69,6 +72,21 @@ RPCHandler = Callable[["Session", msgspec.Raw], Awaitable[msgspec.Raw]]
 
 SendHandler = Callable[["Session", msgspec.Raw], Awaitable[None]]
 """Receives a ``send`` command (an asynchronous message without a reply)."""
+
+
+class Subscriber(Protocol):
+    """What the node's channel index holds: a connection's side of fan-out. Sessions are the
+    usual ones; plain-text endpoints (the tutorial chat) are others."""
+
+    client_id: str
+    codec: Codec
+    subscriptions: dict[str, Subscription]
+
+    def deliver(self, channel: str, pub: Publication, data: bytes) -> None: ...
+
+    def deliver_join_leave(self, channel: str, data: bytes) -> None: ...
+
+    async def recover_gap(self, sub: Subscription) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +167,7 @@ class Node:
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
         self.counters: Counter[str] = Counter()
-        self._channels: dict[str, dict[str, Session]] = {}
+        self._channels: dict[str, dict[str, Subscriber]] = {}
         self._users: dict[str, dict[str, Session]] = {}
         self._sessions: dict[str, Session] = {}
         self._subscribing: dict[str, asyncio.Future[None]] = {}
@@ -221,9 +239,14 @@ class Node:
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background, keeping a reference and logging its failure."""
+        self.spawn_task(coro)
+
+    def spawn_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Like :meth:`spawn`, returning the task for callers that await it later."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -392,7 +415,7 @@ class Node:
             if not conns:
                 del self._users[session.user]
 
-    async def add_subscriber(self, channel: str, session: Session) -> None:
+    async def add_subscriber(self, channel: str, session: Subscriber) -> None:
         """Index ``session`` under ``channel``; the first local subscriber subscribes the node
         to the channel in the engine. Returns once the node receives the channel."""
         subs = self._channels.get(channel)
@@ -417,7 +440,7 @@ class Node:
         finally:
             self._subscribing.pop(channel, None)
 
-    async def remove_subscriber(self, channel: str, session: Session) -> None:
+    async def remove_subscriber(self, channel: str, session: Subscriber) -> None:
         """Drop ``session`` from ``channel``; the last one unsubscribes the node."""
         subs = self._channels.get(channel)
         if subs is None or subs.pop(session.client_id, None) is None:

@@ -26,7 +26,8 @@ class Outbox:
         send_close: writes the close frame.
         max_bytes: queued bytes above this close the connection with 3008 (slow).
         separator: what joins queued messages in one frame: ``b"\\n"`` for JSON, nothing for
-            Protobuf (whose messages carry their own length prefixes).
+            Protobuf (whose messages carry their own length prefixes); ``None`` sends every
+            message in a frame of its own (plain-text protocols).
     """
 
     __slots__ = (
@@ -46,7 +47,7 @@ class Outbox:
         send_frame: SendFrame,
         send_close: SendClose,
         max_bytes: int,
-        separator: bytes = b"\n",
+        separator: bytes | None = b"\n",
     ) -> None:
         self._send_frame = send_frame
         self._separator = separator
@@ -104,7 +105,13 @@ class Outbox:
             self._wake.clear()
             while self._queue:
                 queue, self._queue, self._size = self._queue, [], 0
-                await self._send_frame(queue[0] if len(queue) == 1 else self._separator.join(queue))
+                if len(queue) == 1:
+                    await self._send_frame(queue[0])
+                elif self._separator is not None:
+                    await self._send_frame(self._separator.join(queue))
+                else:
+                    for message in queue:
+                        await self._send_frame(message)
             if self._close_reason is not None:
                 code, reason = self._close_reason
                 if code:
