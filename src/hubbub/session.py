@@ -265,9 +265,6 @@ class Session:
         now = node.clock.time()
         if claims.expire_at is not None and claims.expire_at <= now:
             raise error(ErrorCode.EXPIRED)
-        if self._stale_timer is not None:
-            self._stale_timer.cancel()
-            self._stale_timer = None
 
         self.user = claims.user
         self.name = req.name[:16]
@@ -325,6 +322,11 @@ class Session:
             result.pong = self._settings.pong_timeout > 0
             first = random.uniform(self._settings.ping_interval / 2, self._settings.ping_interval)
             self._ping_timer = node.clock.call_later(first, self._on_ping_due)
+        # Connected for good: only now is the connection no longer stale. A failed connect
+        # keeps the timer, so an unusable connection cannot be held open forever.
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
+            self._stale_timer = None
         self._write(Reply(id=cmd_id, connect=result))
         for sub in activated:
             await self._activate(sub)

@@ -628,3 +628,12 @@ async def test_development_mode_opens_channels() -> None:
     assert replies[3] == {"id": 3, "publish": {}}
     assert replies[4]["presence_stats"] == {"num_clients": 1, "num_users": 1}
     assert [p["data"] for p in replies[5]["history"]["publications"]] == [{"a": 1}]
+
+
+async def test_failed_connect_still_goes_stale(h: Harness) -> None:
+    session = await h.session(user=None)
+    token = mint_connection_token(SECRET, "a", channels=["nope:x"], now=h.clock.time())
+    await send(session, {"id": 1, "connect": {"token": token}})
+    assert transport(session).take()[0]["error"]["code"] == 102
+    h.clock.advance(10.1)
+    assert transport(session).close_code == DisconnectCode.STALE
