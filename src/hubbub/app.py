@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -17,6 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 from hubbub.api.http import api_routes
 from hubbub.api.methods import ServerAPI
 from hubbub.config import Settings
+from hubbub.metrics import registry_for
 from hubbub.node import Node
 from hubbub.transports.asgi import WebSocketEndpoint
 from hubbub.transports.tutorial import TutorialEndpoint
@@ -46,6 +48,11 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
             status_code=200 if ready else 503,
         )
 
+    registry = registry_for(node)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     async def index(request: Request) -> Response:
         info = node.info()[0]
         return JSONResponse(
@@ -65,6 +72,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
             Route("/", index),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
             WebSocketRoute(node.settings.websocket_path, WebSocketEndpoint(node)),
             WebSocketRoute("/ws/{client_id}", TutorialEndpoint(node)),
             *api_routes(api, node.settings.http_api),

@@ -132,7 +132,6 @@ class WebSocketEndpoint:
         outbox.on_overflow = session.slow
         writer = asyncio.create_task(outbox.run())
         session.start()
-        node.counters["connections.accepted"] += 1
         node.counters[f"connections.{codec.name}"] += 1
         try:
             while True:
