@@ -143,3 +143,19 @@ async def test_recovery_while_publications_continue(start_server: Any, redis_url
     finally:
         stop.set()
         await publisher
+
+
+async def test_tutorial_room_spans_nodes(start_server: Any, redis_url: str) -> None:
+    import websockets
+
+    first, second = await start_nodes(start_server, redis_url, 2)
+    async with websockets.connect(f"ws://127.0.0.1:{first.port}/ws/alice") as alice:
+        assert await asyncio.wait_for(alice.recv(), WAIT) == "alice joined the chat"
+        async with websockets.connect(f"ws://127.0.0.1:{second.port}/ws/bob") as bob:
+            assert await asyncio.wait_for(bob.recv(), WAIT) == "bob joined the chat"
+            assert await asyncio.wait_for(alice.recv(), WAIT) == "bob joined the chat"
+            await alice.send("hello from node one")
+            assert await asyncio.wait_for(bob.recv(), WAIT) == "alice: hello from node one"
+        assert await asyncio.wait_for(alice.recv(), WAIT) == "You said: hello from node one"
+        assert await asyncio.wait_for(alice.recv(), WAIT) == "alice: hello from node one"
+        assert await asyncio.wait_for(alice.recv(), WAIT) == "bob left the chat"
