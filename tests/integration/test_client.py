@@ -1,0 +1,162 @@
+"""``hubbub.client`` against a real server: every publication once and in order, through cuts,
+restarts, expiring tokens and slow consumers; each test compares offsets end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import hubbub.client as hc
+from hubbub.auth import mint_connection_token
+from tests.conftest import SECRET, UNIT, RunningServer
+from tests.integration.test_cluster import Balancer
+
+WAIT = 5 * UNIT
+
+
+async def take(sub: hc.Subscription, n: int) -> list[hc.Publication | hc.Gap]:
+    out: list[hc.Publication | hc.Gap] = []
+    async with asyncio.timeout(WAIT * 2):
+        async for item in sub:
+            out.append(item)
+            if len(out) == n:
+                break
+    return out
+
+
+@pytest.fixture
+async def balancer(server: RunningServer) -> AsyncIterator[Balancer]:
+    lb = Balancer()
+    lb.target = server.port
+    await lb.start()
+    yield lb
+    await lb.close()
+
+
+def token(user: str = "alice", **kw: Any) -> str:
+    return mint_connection_token(SECRET, user, **kw)
+
+
+async def test_subscribe_publish_iterate(server: RunningServer) -> None:
+    async with hc.connect(server.url, token=token()) as client:
+        assert client.state is hc.State.CONNECTED
+        sub = await client.subscribe("news")
+        await sub.publish({"n": 1})
+        await server.node.publish("news", {"n": 2})
+        items = await take(sub, 2)
+        assert [(p.offset, p.data) for p in items if isinstance(p, hc.Publication)] == [
+            (1, {"n": 1}),
+            (2, {"n": 2}),
+        ]
+        first = items[0]
+        assert isinstance(first, hc.Publication) and first.info is not None
+        assert first.info.user == "alice"
+        assert await client.presence_stats("chat:x") == (0, 0)
+        hist = await client.history("news", limit=-1)
+        assert [p["offset"] for p in hist["publications"]] == [1, 2]
+        with pytest.raises(hc.ReplyError) as exc_info:
+            await client.subscribe("nope:x")
+        assert exc_info.value.code == 102
+        with pytest.raises(hc.ReplyError) as exc_info:
+            await client.rpc("missing")
+        assert exc_info.value.code == 104
+
+
+async def test_connection_cut_by_proxy(server: RunningServer, balancer: Balancer) -> None:
+    url = f"ws://127.0.0.1:{balancer.port}/connection/websocket"
+    async with hc.connect(url, token=token(), min_delay=0.05) as client:
+        sub = await client.subscribe("news")
+        sent = [(await server.node.publish("news", {"n": n})).offset for n in range(3)]
+        got = await take(sub, 3)
+        # Cut every connection through the balancer, keep publishing meanwhile.
+        assert client._ws is not None
+        client._ws.transport.abort()
+        for n in range(3, 10):
+            sent.append((await server.node.publish("news", {"n": n})).offset)
+            await asyncio.sleep(0.01)
+        got += await take(sub, 7)
+        assert [p.offset for p in got if isinstance(p, hc.Publication)] == sent
+        assert client.reconnects >= 1
+
+
+async def test_server_restart(server: RunningServer, balancer: Balancer, start_server: Any) -> None:
+    """The server is replaced mid-stream (shutdown 3001, a new process behind the balancer,
+    memory engine: history gone). The client reconnects by itself, says so with a Gap, and goes
+    on with the new stream; nothing from the old stream is repeated."""
+    url = f"ws://127.0.0.1:{balancer.port}/connection/websocket"
+    async with hc.connect(url, token=token(), min_delay=0.05) as client:
+        sub = await client.subscribe("news")
+        old = [(await server.node.publish("news", {"n": n})).offset for n in range(3)]
+        got = await take(sub, 3)
+        assert [p.offset for p in got if isinstance(p, hc.Publication)] == old
+        replacement: RunningServer = await start_server()
+        balancer.target = replacement.port
+        await server.node.close()  # every connection gets 3001 shutdown
+        (gap,) = await take(sub, 1)
+        assert isinstance(gap, hc.Gap) and gap.offset == 0
+        new = [(await replacement.node.publish("news", {"n": n})).offset for n in range(3)]
+        got = await take(sub, 3)
+        assert [p.offset for p in got if isinstance(p, hc.Publication)] == new == [1, 2, 3]
+        assert client.reconnects >= 1
+
+
+async def test_token_expiring_during_the_session(server: RunningServer) -> None:
+    fetched: list[int] = []
+
+    async def get_token() -> str:
+        fetched.append(1)
+        return token(ttl=2)
+
+    async with hc.connect(server.url, get_token=get_token) as client:
+        sub = await client.subscribe("news")
+        sent = []
+        for n in range(6):
+            sent.append((await server.node.publish("news", {"n": n})).offset)
+            await asyncio.sleep(0.5 * UNIT)
+        got = await take(sub, 6)
+        assert [p.offset for p in got if isinstance(p, hc.Publication)] == sent
+        assert len(fetched) >= 2  # refreshed in band before expiry
+        assert client.reconnects == 0
+
+
+async def test_slow_consumer_loses_nothing(server: RunningServer) -> None:
+    async with hc.connect(server.url, token=token()) as client:
+        sub = await client.subscribe("news", max_queue=5)
+        sent = [(await server.node.publish("news", {"n": n})).offset for n in range(40)]
+        await asyncio.sleep(0.2 * UNIT)  # the consumer sleeps; the queue overflows
+        got = await take(sub, 40)
+        assert [p.offset for p in got if isinstance(p, hc.Publication)] == sent
+
+
+async def test_invalid_token_is_terminal(server: RunningServer) -> None:
+    client = hc.Client(server.url, token="not-a-token")
+    with pytest.raises(hc.ClientClosed) as exc_info:
+        await client.connect()
+    assert exc_info.value.code == 3500
+    await client.close()
+
+
+async def test_reconnects_when_server_pings_stop(start_server: Any) -> None:
+    from tests.conftest import suite_settings
+
+    running: RunningServer = await start_server(
+        suite_settings(client={"ping_interval": 1, "pong_timeout": 0.5})
+    )
+    async with hc.connect(running.url, token=token(), max_ping_delay=0.5, min_delay=0.05) as client:
+        sub = await client.subscribe("news")
+        first_id = client.client_id
+        # The server goes silent on this connection (its ping timer is stopped).
+        (session,) = [s for s in running.node._sessions.values() if s.client_id == first_id]
+        assert session._ping_timer is not None
+        session._ping_timer.cancel()
+        for _ in range(int(100 * UNIT)):
+            if client.client_id != first_id and client.state is hc.State.CONNECTED:
+                break
+            await asyncio.sleep(0.05)
+        assert client.reconnects >= 1 and client.client_id != first_id
+        position = await running.node.publish("news", {"after": "silence"})
+        (item,) = await take(sub, 1)
+        assert isinstance(item, hc.Publication) and item.offset == position.offset
