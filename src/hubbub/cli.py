@@ -1,7 +1,8 @@
 """The ``hubbub`` command line.
 
-Exit codes: 0 success; 1 runtime failure (the server could not start, e.g. the port is taken);
-2 usage or configuration error (the message names the option).
+Exit codes: 0 success; 1 runtime failure (the server could not start, e.g. the port is taken;
+the server could not be reached or refused); 2 usage or configuration error (the message names
+the option).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from hubbub import __version__
+from hubbub.commands import listen, publish
+from hubbub.commands.common import CommandError
 from hubbub.config import ConfigError, Settings, load_settings
 
 EXIT_OK = 0
@@ -68,10 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         help="mint a subscription token for CHANNEL instead of a connection token",
     )
     token.add_argument("--dev", action="store_true", help="use the development secret")
+    listen.add_parser(commands)
+    publish.add_parser(commands)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    if args.command in ("listen", "publish"):
+        return load_settings(args.config)
     overrides: dict[str, object] = {}
     for name in ("host", "port", "log_level"):
         value = getattr(args, name, None)
@@ -152,6 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hubbub {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        if args.command == "listen":
+            return listen.run(args, settings)
+        if args.command == "publish":
+            return publish.run(args, settings)
+    except CommandError as exc:
+        print(f"hubbub {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     if args.command == "serve":
         if args.workers < 1:
             print("hubbub serve: --workers must be at least 1", file=sys.stderr)

@@ -12,8 +12,9 @@ from pathlib import Path
 import jwt
 import websockets
 
+from hubbub.auth import mint_connection_token
 from hubbub.config import DEV_SECRET
-from tests.conftest import UNIT
+from tests.conftest import API_KEY, SECRET, UNIT, RunningServer
 
 HUBBUB = [sys.executable, "-m", "hubbub"]
 
@@ -99,3 +100,66 @@ async def test_serve_runs_the_server(tmp_path: Path) -> None:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10 * UNIT)
     assert proc.returncode == 0
+
+
+async def test_listen_prints_json_lines(server: RunningServer) -> None:
+    token = mint_connection_token(SECRET, "cli-listener")
+    proc = await asyncio.create_subprocess_exec(
+        *HUBBUB, "listen", "news", "chat:room", "--url", server.url, "--token", token,
+        "--count", "3",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    for _ in range(int(200 * UNIT)):
+        if server.node.channels().get("chat:room"):
+            break
+        await asyncio.sleep(0.05)
+    await server.node.publish("news", {"n": 1})
+    await server.node.publish("chat:room", "hello")
+    await server.node.publish("news", [1, 2])
+    out, err = await asyncio.wait_for(proc.communicate(), 20 * UNIT)
+    assert proc.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    # In order within each channel (channels interleave freely).
+    assert [line for line in lines if line["channel"] == "news"] == [
+        {"channel": "news", "offset": 1, "data": {"n": 1}},
+        {"channel": "news", "offset": 2, "data": [1, 2]},
+    ]
+    assert [line for line in lines if line["channel"] == "chat:room"] == [
+        {"channel": "chat:room", "offset": 1, "data": "hello"}
+    ]
+
+
+async def test_publish_through_the_api(server: RunningServer) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *HUBBUB, "publish", "news", '{"text": "from the terminal"}',
+        "--api", f"{server.http}/api", "--api-key", API_KEY,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 20 * UNIT)
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out)["offset"] == 1
+    history = await server.node.history("news", limit=-1)
+    assert [json.loads(bytes(p.data)) for p in history.publications] == [
+        {"text": "from the terminal"}
+    ]
+
+
+async def test_client_commands_fail_in_one_line(server: RunningServer) -> None:
+    cases = [
+        (["publish", "news", "not json", "--api", f"{server.http}/api"], 2, "must be JSON"),
+        (["publish", "news", "1", "--api", f"{server.http}/api", "--api-key", "x"], 1, "refused"),
+        (["publish", "news", "1", "--api", "http://127.0.0.1:9/api"], 1, "cannot reach"),
+        (["listen", "news", "--url", server.url], 2, "--token"),
+        (["listen", "news", "--url", server.url, "--token", "bad"], 1, "refused the connection"),
+        (["listen", "nope:x", "--url", server.url, "--token",
+          mint_connection_token(SECRET, "u")], 1, "unknown channel"),
+    ]  # fmt: skip
+    for args, code, fragment in cases:
+        proc = await asyncio.create_subprocess_exec(
+            *HUBBUB, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 20 * UNIT)
+        text = err.decode()
+        assert proc.returncode == code, (args, text)
+        assert fragment in text and "Traceback" not in text, (args, text)
+        assert len(text.strip().splitlines()) == 1, text
