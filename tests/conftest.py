@@ -23,6 +23,9 @@ from hubbub.app import create_app
 from hubbub.config import Settings
 from hubbub.node import Node
 
+# The kit hubbub offers its users (the `hub` fixture); hubbub's own tests use it where it fits.
+pytest_plugins = ["hubbub.testing"]
+
 UNIT = float(os.environ.get("HUBBUB_TEST_TIME_FACTOR", "1"))
 SECRET = "test-secret-of-thirty-two-bytes-at-least"
 API_KEY = "test-api-key"
