@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fnmatch
 import logging
 import time
@@ -280,17 +281,8 @@ class Node:
             await asyncio.sleep(self.ANNOUNCE_INTERVAL)
 
     async def _announce(self) -> None:
-        me = self.info()[0]
-        message = control.NodeAnnouncement(
-            origin=self.uid,
-            name=me.name,
-            version=me.version,
-            num_clients=me.num_clients,
-            num_users=me.num_users,
-            num_channels=me.num_channels,
-            num_subs=me.num_subs,
-            uptime=me.uptime,
-        )
+        fields = dataclasses.asdict(self.info()[0])
+        message = control.NodeAnnouncement(origin=fields.pop("uid"), **fields)
         # While the engine is down peers drop us, and we them, until it is back.
         with contextlib.suppress(ProtocolError):
             await self.broker.publish_control(control.encode(message))
@@ -315,16 +307,8 @@ class Node:
         if message.origin == self.uid:
             return
         if isinstance(message, control.NodeAnnouncement):
-            info = NodeInfo(
-                uid=message.origin,
-                name=message.name,
-                version=message.version,
-                num_clients=message.num_clients,
-                num_users=message.num_users,
-                num_channels=message.num_channels,
-                num_subs=message.num_subs,
-                uptime=message.uptime,
-            )
+            fields = msgspec.structs.asdict(message)
+            info = NodeInfo(uid=fields.pop("origin"), **fields)
             if message.origin not in self._peers:
                 # A newcomer: answer at once, so it knows the cluster without waiting a period.
                 self.spawn(self._announce())
