@@ -215,30 +215,18 @@ class Session:
             self._write(reply)
 
     async def _dispatch(self, cmd: Command) -> Reply | None:
-        # The first request field that is set decides; order as in the protocol schema.
-        if cmd.connect is not None:
-            return await self._connect(cmd.id, cmd.connect)
-        if cmd.subscribe is not None:
-            return await self._subscribe(cmd.id, cmd.subscribe)
-        if cmd.unsubscribe is not None:
-            return await self._unsubscribe(cmd.id, cmd.unsubscribe)
-        if cmd.publish is not None:
-            return await self._publish(cmd.id, cmd.publish)
-        if cmd.presence is not None:
-            return await self._presence(cmd.id, cmd.presence)
-        if cmd.presence_stats is not None:
-            return await self._presence_stats(cmd.id, cmd.presence_stats)
-        if cmd.history is not None:
-            return await self._history(cmd.id, cmd.history)
-        if cmd.send is not None:
-            await self._send(cmd.send)
-            return None
-        if cmd.rpc is not None:
-            return await self._rpc(cmd.id, cmd.rpc)
-        if cmd.refresh is not None:
-            return await self._refresh(cmd.id, cmd.refresh)
-        if cmd.sub_refresh is not None:
-            return await self._sub_refresh(cmd.id, cmd.sub_refresh)
+        # The first request field that is set decides, in the order of the protocol schema;
+        # each has a handler method named after it.
+        for name in _REQUESTS:
+            request = getattr(cmd, name)
+            if request is None:
+                continue
+            if name == "send":
+                await self._send(request)
+                return None
+            handler = getattr(self, f"_{name}")
+            reply: Reply | None = await handler(cmd.id, request)
+            return reply
         # A bare ping command or a command this protocol version does not know.
         raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: unknown command")
 
@@ -859,17 +847,21 @@ class Session:
             self.close(disconnect(DisconnectCode.NO_PONG))
 
 
+_REQUESTS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+)
+
+
 def _is_empty(cmd: Command) -> bool:
-    return (
-        cmd.connect is None
-        and cmd.subscribe is None
-        and cmd.unsubscribe is None
-        and cmd.publish is None
-        and cmd.presence is None
-        and cmd.presence_stats is None
-        and cmd.history is None
-        and cmd.ping is None
-        and cmd.rpc is None
-        and cmd.refresh is None
-        and cmd.sub_refresh is None
-    )
+    """A command without any request: the client's pong."""
+    return cmd.ping is None and all(getattr(cmd, name) is None for name in _REQUESTS)
