@@ -214,6 +214,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     websocket_path: str = "/connection/websocket"
     websocket_compression: bool = False
+    shutdown_drain_period: float = Field(default=5.0, ge=0, le=300)
     token: TokenSettings = TokenSettings()
     client: ClientSettings = ClientSettings()
     channel: ChannelSettings = ChannelSettings()

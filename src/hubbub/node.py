@@ -178,6 +178,7 @@ class Node:
         self._announce_task: asyncio.Task[None] | None = None
         self._peers: dict[str, tuple[NodeInfo, float]] = {}
         self._running = False
+        self.draining = False
 
     def _engine(self) -> tuple[Broker, PresenceManager]:
         """The engine named by the settings."""
@@ -269,8 +270,28 @@ class Node:
 
     @property
     def ready(self) -> bool:
-        """Started, and its engine reachable."""
-        return self._running and self.broker.healthy
+        """Started, not draining, and its engine reachable."""
+        return self._running and not self.draining and self.broker.healthy
+
+    async def drain(self, period: float) -> None:
+        """Prepare to stop: report not ready, refuse new connections, and close the existing
+        ones with 3001 (shutdown: clients reconnect elsewhere and recover) in batches spread
+        over ``period`` seconds, so that they do not all reconnect at the same instant."""
+        self.draining = True
+        sessions = list(self._sessions.values())
+        batches = max(1, min(10, len(sessions)))
+        size = -(-len(sessions) // batches)
+        reason = disconnect(DisconnectCode.SHUTDOWN)
+        for i in range(batches):
+            for session in sessions[i * size : (i + 1) * size]:
+                session.close(reason)
+            if i < batches - 1:
+                await asyncio.sleep(period / batches)
+        # Bounded: give the close frames a moment to leave.
+        for _ in range(20):
+            if not self._sessions:
+                break
+            await asyncio.sleep(0.05)
 
     ANNOUNCE_INTERVAL = 5.0
     """Seconds between node announcements; a peer silent for three intervals is dropped."""

@@ -293,3 +293,47 @@ async def test_workers_need_redis() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30 * UNIT)
     assert proc.returncode == 2
     assert b'needs engine = "redis"' in err and b"Traceback" not in err
+
+
+class Codes(ClientEventHandler):
+    """Records why the client went back to connecting."""
+
+    def __init__(self) -> None:
+        self.codes: list[int] = []
+
+    async def on_connecting(self, ctx: Any) -> None:
+        self.codes.append(ctx.code)
+
+
+async def test_sigterm_drains_to_another_node(cluster: Callable[[int], Any]) -> None:
+    stopping, survivor = await cluster(2)
+    balancer = Balancer()
+    balancer.target = stopping.port
+    await balancer.start()
+    url = f"ws://127.0.0.1:{balancer.port}/connection/websocket"
+    codes = Codes()
+    client = Client(url, token=mint_connection_token(SECRET, "alice"), events=codes, proxy=None)
+    events = SubEvents()
+    sub = client.new_subscription("news", events=events)
+    await client.connect()
+    await sub.subscribe()
+    await next_item(events.subscribed, "subscribed")
+    api = AsyncClient(survivor.api, API_KEY)
+    sent = [(await api.publish(PublishRequest(channel="news", data={"n": n}))).offset
+            for n in range(3)]  # fmt: skip
+    try:
+        balancer.target = survivor.port
+        stopping.proc.send_signal(signal.SIGTERM)
+        for n in range(3, 8):
+            sent.append((await api.publish(PublishRequest(channel="news", data={"n": n}))).offset)
+            await asyncio.sleep(0.05)
+        seen = []
+        while len(seen) < len(sent):
+            seen.append((await next_item(events.publications, "publication")).pub.offset)
+        assert seen == sent  # nothing lost, nothing twice
+        assert 3001 in codes.codes  # told "shutdown", so it reconnected by itself
+        assert await asyncio.wait_for(stopping.proc.wait(), 15 * UNIT) == 0
+    finally:
+        await client.disconnect()
+        await api.close()
+        await balancer.close()

@@ -145,3 +145,17 @@ async def test_idempotency_window_is_configurable() -> None:
     assert await node.publish("news", 1, idempotency_key="k") == first
     clock.advance(6)
     assert (await node.publish("news", 1, idempotency_key="k")).offset == 2
+
+
+async def test_drain_closes_in_batches_with_3001(node: Node) -> None:
+    import time
+
+    sessions = [await connected(node, f"u{i}") for i in range(20)]
+    await node.start()
+    assert node.ready
+    started = time.monotonic()
+    await node.drain(0.3)
+    assert 0.2 < time.monotonic() - started < 2.0  # spread over the period, and bounded
+    assert not node.ready and node.draining
+    assert {transport(s).close_code for s in sessions} == {3001}
+    await node.close()

@@ -86,6 +86,10 @@ class WebSocketEndpoint:
             return
         client = scope.get("client") or ("", 0)
         remote = f"{client[0]}:{client[1]}"
+        if self.node.draining:
+            # Shutting down: refuse, so the client's reconnect lands on another node.
+            await send({"type": "websocket.close", "code": 1013})
+            return
         settings = self.node.settings.client
         origin = _header(scope, b"origin")
         if not origin_allowed(origin, _header(scope, b"host"), settings.allowed_origins):
