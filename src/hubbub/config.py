@@ -172,6 +172,17 @@ class ClientSettings(_Section):
         return self
 
 
+class LimitSettings(_Section):
+    """Limits against abuse; on by default. 0 disables a limit."""
+
+    connections_per_user: int = Field(default=100, ge=0)
+    connections_per_ip: int = Field(default=1000, ge=0)
+    max_connections: int = Field(default=100_000, ge=0)
+    command_rate: float = Field(default=50.0, ge=0)
+    command_burst: int = Field(default=200, ge=1)
+    rejections_before_disconnect: int = Field(default=20, ge=1)
+
+
 class HTTPAPISettings(_Section):
     """The server HTTP API (``POST /api/<method>``)."""
 
@@ -219,6 +230,7 @@ class Settings(BaseSettings):
     client: ClientSettings = ClientSettings()
     channel: ChannelSettings = ChannelSettings()
     http_api: HTTPAPISettings = HTTPAPISettings()
+    limits: LimitSettings = LimitSettings()
     redis: RedisSettings = RedisSettings()
 
     @classmethod

@@ -179,6 +179,8 @@ class Node:
         self._peers: dict[str, tuple[NodeInfo, float]] = {}
         self._running = False
         self.draining = False
+        self.open_sockets = 0
+        self.sockets_by_ip: Counter[str] = Counter()
 
     def _engine(self) -> tuple[Broker, PresenceManager]:
         """The engine named by the settings."""
@@ -407,6 +409,14 @@ class Node:
 
     # -----------------------------------------------------------------------------------------
     # Local index (used by sessions)
+
+    def user_connections(self, user: str) -> int:
+        """How many connections ``user`` has on this node."""
+        return len(self._users.get(user, ()))
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._sessions)
 
     def register_session(self, session: Session) -> None:
         self._sessions[session.client_id] = session

@@ -24,6 +24,7 @@ from hubbub.auth import ConnectionClaims, SubscriptionClaims, TokenExpired, Toke
 from hubbub.clock import Timer
 from hubbub.config import ChannelOptions
 from hubbub.engines.base import HistoryFilter, StreamPosition
+from hubbub.limits import TokenBucket
 from hubbub.node import to_payload
 from hubbub.protocol.codec import JSON, Codec
 from hubbub.protocol.codes import (
@@ -121,6 +122,9 @@ class Session:
         self._expire_timer: Timer | None = None
         self._settings = node.settings.client
         self._insecure = node.settings.development
+        limits = node.settings.limits
+        self._bucket = TokenBucket(limits.command_rate, limits.command_burst, node.clock)
+        self._rejected = 0
 
     # -----------------------------------------------------------------------------------------
     # Lifecycle
@@ -197,6 +201,16 @@ class Session:
                 raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: connect first")
         elif cmd.connect is not None:
             raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: already connected")
+        if not self._bucket.take():
+            # Too fast: a temporary error the client retries later; persistent abuse closes.
+            self._rejected += 1
+            if self._rejected >= self.node.settings.limits.rejections_before_disconnect:
+                raise disconnect(DisconnectCode.TOO_MANY_REQUESTS)
+            self.node.metrics_reply_error(ErrorCode.TOO_MANY_REQUESTS)
+            err = error(ErrorCode.TOO_MANY_REQUESTS)
+            self._write(Reply(id=cmd.id, error=Error(err.code, err.message, err.temporary)))
+            return
+        self._rejected = 0
         try:
             reply = await self._dispatch(cmd)
         except (Disconnect, asyncio.CancelledError):
@@ -274,6 +288,9 @@ class Session:
         if len(server_subs) > self._settings.channel_limit:
             raise disconnect(DisconnectCode.CHANNEL_LIMIT)
 
+        per_user = node.settings.limits.connections_per_user
+        if self.user and per_user and node.user_connections(self.user) >= per_user:
+            raise disconnect(DisconnectCode.CONNECTION_LIMIT)
         self.state = State.CONNECTED
         node.register_session(self)
         results: dict[str, SubscribeResult] = {}

@@ -219,3 +219,21 @@ async def test_slow_client_is_disconnected_3008(server: RunningServer, control: 
     assert received == list(range(sent))
     assert await close_code(slow) == 3008
     control.sent = 0
+
+
+async def test_connections_per_ip_and_per_node(start_server: Any) -> None:
+    from tests.conftest import suite_settings
+
+    running = await start_server(suite_settings(limits={"connections_per_ip": 2}))
+    first, second = await open_ws(running), await open_ws(running)
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        await open_ws(running)
+    await first.close()
+    for _ in range(50):
+        if running.node.open_sockets < 2:
+            break
+        await asyncio.sleep(0.02)
+    third = await open_ws(running)  # room again
+    await second.close()
+    await third.close()
+    assert running.node.counters["handshake.connection_limit"] == 1

@@ -90,6 +90,15 @@ class WebSocketEndpoint:
             # Shutting down: refuse, so the client's reconnect lands on another node.
             await send({"type": "websocket.close", "code": 1013})
             return
+        limits = self.node.settings.limits
+        ip = str(client[0])
+        if (limits.max_connections and self.node.open_sockets >= limits.max_connections) or (
+            limits.connections_per_ip and self.node.sockets_by_ip[ip] >= limits.connections_per_ip
+        ):
+            log.warning("refused WebSocket from %s: connection limit", remote)
+            self.node.counters["handshake.connection_limit"] += 1
+            await send({"type": "websocket.close", "code": 1013})
+            return
         settings = self.node.settings.client
         origin = _header(scope, b"origin")
         if not origin_allowed(origin, _header(scope, b"host"), settings.allowed_origins):
@@ -112,7 +121,15 @@ class WebSocketEndpoint:
         await send(accept)
         frame_pings = query.get("cf_ws_frame_ping_pong", [""])[0] == "true"
         codec = PROTOBUF if wants_protobuf else JSON
-        await self._serve(send, receive, remote, codec, frame_pings)
+        self.node.open_sockets += 1
+        self.node.sockets_by_ip[ip] += 1
+        try:
+            await self._serve(send, receive, remote, codec, frame_pings)
+        finally:
+            self.node.open_sockets -= 1
+            self.node.sockets_by_ip[ip] -= 1
+            if not self.node.sockets_by_ip[ip]:
+                del self.node.sockets_by_ip[ip]
 
     async def _serve(
         self, send: Send, receive: Receive, remote: str, codec: Codec, frame_pings: bool
