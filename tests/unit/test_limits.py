@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import msgspec
 from tests.conftest import SECRET, suite_settings
 from tests.unit.test_session import ListTransport, send, transport
 
