@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from hubbub import logs
 from hubbub.api.http import api_routes
 from hubbub.api.methods import ServerAPI
 from hubbub.config import Settings
@@ -30,7 +31,9 @@ worker processes."""
 
 def app_from_environment() -> Starlette:
     """The app of one worker of ``hubbub serve --workers N``."""
-    return create_app(Settings.model_validate_json(os.environ[SETTINGS_ENV]))
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 def create_app(settings: Settings | None = None, *, node: Node | None = None) -> Starlette:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from hubbub import __version__
+from hubbub import __version__, logs
 from hubbub.commands import listen, publish
 from hubbub.commands.common import CommandError
 from hubbub.config import ConfigError, Settings, load_settings
@@ -95,9 +95,7 @@ def _serve(settings: Settings, workers: int = 1) -> int:
 
     from hubbub.app import SETTINGS_ENV, create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     log = logging.getLogger("hubbub")
     if settings.development:
         log.warning(
@@ -111,6 +109,7 @@ def _serve(settings: Settings, workers: int = 1) -> int:
         # Compression costs CPU per connection per message and defeats encode-once fan-out.
         "ws_per_message_deflate": settings.websocket_compression,
         "log_level": settings.log_level,
+        "log_config": None,  # uvicorn logs through ours (text or JSON)
         "lifespan": "on",
     }
     if workers > 1:

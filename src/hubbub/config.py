@@ -223,6 +223,7 @@ class Settings(BaseSettings):
     engine: Literal["memory", "redis"] = "memory"
     development: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     websocket_path: str = "/connection/websocket"
     websocket_compression: bool = False
     shutdown_drain_period: float = Field(default=5.0, ge=0, le=300)

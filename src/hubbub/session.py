@@ -105,6 +105,8 @@ class Session:
         self.transport = transport
         self.codec = codec
         self.client_id = str(uuid.uuid4())
+        # Every line about this connection carries its id (a field in JSON logs).
+        self.log = logging.LoggerAdapter(log, {"conn": self.client_id})
         self.remote = remote
         self.user = ""
         self.state = State.CONNECTING
@@ -140,19 +142,13 @@ class Session:
         if self.transport.closing:
             return
         if reason.code not in (DisconnectCode.SHUTDOWN, DisconnectCode.FORCE_DISCONNECT):
-            log.info(
-                "closing connection %s user=%r: %s %s",
-                self.client_id,
-                self.user,
-                reason.code,
-                reason.reason,
-            )
+            self.log.info("closing (user %r): %s %s", self.user, reason.code, reason.reason)
         self.node.metrics_disconnect(reason.code)
         self.transport.close(reason.code, reason.reason)
 
     def slow(self) -> None:
         """The transport dropped this connection's backlog and closes it with 3008 (slow)."""
-        log.info("closing connection %s user=%r: 3008 slow", self.client_id, self.user)
+        self.log.info("closing (user %r): 3008 slow", self.user)
         self.node.metrics_disconnect(DisconnectCode.SLOW)
 
     async def closed(self) -> None:
@@ -218,7 +214,7 @@ class Session:
         except Exception as exc:
             if not isinstance(exc, ProtocolError):
                 # A server bug must cost one command, not the connection or the process.
-                log.exception("connection %s: command %d failed", self.client_id, cmd.id)
+                self.log.exception("command %d failed", cmd.id)
                 exc = error(ErrorCode.INTERNAL)
             if cmd.connect is not None:
                 self._connect_failed = True
@@ -258,7 +254,7 @@ class Session:
             except TokenExpired:
                 raise error(ErrorCode.TOKEN_EXPIRED) from None
             except TokenInvalid as exc:
-                log.info("connection %s: invalid token: %s", self.client_id, exc)
+                self.log.info("invalid token: %s", exc)
                 raise disconnect(DisconnectCode.INVALID_TOKEN) from None
         elif self._settings.allow_anonymous_connect_without_token or node.settings.development:
             claims = ConnectionClaims(user="", expire_at=None, info=EMPTY, subs={}, meta=EMPTY)
@@ -335,7 +331,7 @@ class Session:
         self._write(Reply(id=cmd_id, connect=result))
         for sub in activated:
             await self._activate(sub)
-        log.debug("connection %s connected as user=%r", self.client_id, self.user)
+        self.log.debug("connected as user %r", self.user)
         return None
 
     async def _refresh(self, cmd_id: int, req: RefreshRequest) -> Reply:
@@ -564,7 +560,7 @@ class Session:
         except ProtocolError as exc:
             # The engine is unreachable: the local state is gone regardless, and the presence
             # entry expires by itself within presence_ttl.
-            log.info("leaving %s while the engine is down: %s", channel, exc.message)
+            self.log.info("leaving %s while the engine is down: %s", channel, exc.message)
 
     async def server_unsubscribe(self, channel: str, code: UnsubscribeCode) -> None:
         """Drop a subscription on the server's initiative and tell the client why."""
@@ -766,7 +762,7 @@ class Session:
         except (ProtocolError, Disconnect):
             raise
         except Exception:
-            log.exception("rpc handler %r failed (connection %s)", req.method, self.client_id)
+            self.log.exception("rpc handler %r failed", req.method)
             raise error(ErrorCode.INTERNAL) from None
         return Reply(id=cmd_id, rpc=RPCResult(data=data))
 
@@ -781,7 +777,7 @@ class Session:
         except Disconnect:
             raise
         except Exception:
-            log.exception("send handler failed (connection %s)", self.client_id)
+            self.log.exception("send handler failed")
 
     # -----------------------------------------------------------------------------------------
     # Output from the node (fan-out): never awaits.

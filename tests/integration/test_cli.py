@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -163,3 +164,44 @@ async def test_client_commands_fail_in_one_line(server: RunningServer) -> None:
         assert proc.returncode == code, (args, text)
         assert fragment in text and "Traceback" not in text, (args, text)
         assert len(text.strip().splitlines()) == 1, text
+
+
+async def test_json_logs_with_connection_ids(tmp_path: Path) -> None:
+    port = free_port()
+    secret = "json-logs-secret-json-logs-secret-json"
+    config = tmp_path / "hubbub.toml"
+    config.write_text(
+        f'port = {port}\nlog_format = "json"\n[token]\nhmac_secret_key = "{secret}"\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *HUBBUB, "serve", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    bad_token = jwt.encode({"sub": "mallory"}, "a-different-secret-of-32-bytes-min", "HS256")
+    try:
+        url = f"ws://127.0.0.1:{port}/connection/websocket"
+        for _ in range(int(100 * UNIT)):
+            try:
+                ws = await websockets.connect(url)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("hubbub serve did not start listening")
+        await ws.send(json.dumps({"id": 1, "connect": {"token": bad_token}}))
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5 * UNIT)
+        ws2 = await websockets.connect(url)
+        await ws2.send("garbage")
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            await asyncio.wait_for(ws2.recv(), 5 * UNIT)
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 15 * UNIT)
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(e) for e in lines)
+    about_connections = [e for e in lines if e["logger"] == "hubbub.session"]
+    assert len(about_connections) == 3  # invalid token, its close, the bad frame's close
+    assert all("conn" in e for e in about_connections)
+    assert bad_token not in err.decode() and secret not in err.decode()
+    assert "Traceback" not in err.decode()

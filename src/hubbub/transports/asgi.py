@@ -187,7 +187,7 @@ class WebSocketEndpoint:
                     continue
                 await session.handle_frame(data)
         except Exception:
-            log.exception("connection %s failed", session.client_id)
+            session.log.exception("connection failed")
             session.close(disconnect(DisconnectCode.INTERNAL))
         finally:
             if not writer.done():
@@ -197,7 +197,7 @@ class WebSocketEndpoint:
                     # Bounded: a peer that stopped reading must not hold the connection open.
                     await asyncio.wait_for(writer, timeout=5.0)
                 except Exception:
-                    log.debug("connection %s: writer did not finish cleanly", session.client_id)
+                    session.log.debug("writer did not finish cleanly")
             elif not writer.cancelled() and writer.exception() is not None:
-                log.debug("connection %s: write failed: %s", session.client_id, writer.exception())
+                session.log.debug("write failed: %s", writer.exception())
             await session.closed()
