@@ -7,6 +7,7 @@ defaults written here. Every option is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
@@ -181,6 +182,18 @@ class LimitSettings(_Section):
     command_rate: float = Field(default=50.0, ge=0)
     command_burst: int = Field(default=200, ge=1)
     rejections_before_disconnect: int = Field(default=20, ge=1)
+    trusted_proxies: list[str] = []
+
+    @model_validator(mode="after")
+    def _proxies(self) -> LimitSettings:
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {proxy!r} is not an address or network"
+                ) from None
+        return self
 
 
 class HTTPAPISettings(_Section):

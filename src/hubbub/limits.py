@@ -1,8 +1,37 @@
-"""Rate limiting: token buckets on the node's clock."""
+"""Limits: token buckets on the node's clock, and who a connection really comes from."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
+
 from hubbub.clock import Clock
+
+
+def client_address(peer: str, forwarded_for: str, trusted: Sequence[str]) -> str:
+    """The address a connection comes from, for per-address limits and logs.
+
+    ``X-Forwarded-For`` is believed only when the peer is one of the ``trusted`` proxies
+    (addresses or networks); then the rightmost address not itself a trusted proxy counts, since
+    everything left of it could have been written by the client.
+    """
+    if not trusted or not forwarded_for:
+        return peer
+    networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in net for net in networks)
+
+    if not is_trusted(peer):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not is_trusted(hop):
+            return hop
+    return peer
 
 
 class TokenBucket:

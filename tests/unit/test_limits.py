@@ -61,3 +61,27 @@ async def test_connections_per_user() -> None:
     other = await connected(node, "someone-else")
     assert transport(other).close_code is None
     assert "connect" in transport(other).sent[0]
+
+
+def test_client_address_trusts_only_configured_proxies() -> None:
+    from hubbub.limits import client_address
+
+    trusted = ["10.0.0.0/8", "127.0.0.1"]
+    # No trusted proxies configured: the header is ignored.
+    assert client_address("127.0.0.1", "1.2.3.4", []) == "127.0.0.1"
+    # From a trusted proxy: the rightmost untrusted hop.
+    assert client_address("127.0.0.1", "6.6.6.6, 1.2.3.4, 10.1.1.1", trusted) == "1.2.3.4"
+    # A client talking directly cannot pretend to be someone else.
+    assert client_address("5.5.5.5", "1.2.3.4", trusted) == "5.5.5.5"
+    # Garbage in the header is an untrusted hop, counted as such.
+    assert client_address("127.0.0.1", "not-an-ip", trusted) == "not-an-ip"
+    assert client_address("127.0.0.1", "", trusted) == "127.0.0.1"
+
+
+def test_trusted_proxies_are_validated() -> None:
+    import pytest
+
+    from hubbub.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        load_settings(limits={"trusted_proxies": ["nonsense"]})

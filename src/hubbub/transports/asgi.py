@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from hubbub.limits import client_address
 from hubbub.node import Node
 from hubbub.protocol.codec import JSON, PROTOBUF, Codec
 from hubbub.protocol.codes import DisconnectCode, disconnect
@@ -91,7 +92,9 @@ class WebSocketEndpoint:
             await send({"type": "websocket.close", "code": 1013})
             return
         limits = self.node.settings.limits
-        ip = str(client[0])
+        ip = client_address(
+            str(client[0]), _header(scope, b"x-forwarded-for"), limits.trusted_proxies
+        )
         if (limits.max_connections and self.node.open_sockets >= limits.max_connections) or (
             limits.connections_per_ip and self.node.sockets_by_ip[ip] >= limits.connections_per_ip
         ):
