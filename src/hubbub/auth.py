@@ -121,7 +121,7 @@ def _payload(claims: dict[str, Any], name: str) -> msgspec.Raw:
             raise TokenInvalid(f"b64{name} is not base64") from None
         try:
             msgspec.json.decode(decoded)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             # This server speaks JSON: binary payloads cannot be embedded in JSON frames.
             raise TokenInvalid(f"b64{name} must hold JSON for JSON clients") from None
         return msgspec.Raw(decoded.replace(b"\n", b"")) if decoded else EMPTY
@@ -167,7 +167,7 @@ class TokenVerifier:
     def _decode(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError, ValueError):
             raise TokenInvalid("malformed token") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._settings.algorithms:
@@ -191,7 +191,7 @@ class TokenVerifier:
                 audience=self._settings.audience or None,
                 issuer=self._settings.issuer or None,
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, RecursionError, ValueError) as exc:
             raise TokenInvalid(f"token refused: {type(exc).__name__}") from None
         self._check_time(claims)
         return claims

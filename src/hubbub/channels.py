@@ -95,8 +95,11 @@ class ChannelRules:
     ) -> ChannelOptions:
         """Whether ``user`` may subscribe; the channel's options if so.
 
-        A valid subscription token always admits; private channels admit nothing else; then a
-        user list that names the user, or ``allow_subscribe_for_client`` (plus
+        A valid subscription token always admits; private channels admit nothing else. A
+        channel with a user list (``name#alice,bob``, and personal channels ``#alice``) admits
+        only the users listed, and only where the namespace allows user-limited channels:
+        never through the general options, not even in development mode, so no one reads
+        another user's channels. Otherwise ``allow_subscribe_for_client`` (plus
         ``allow_subscribe_for_anonymous`` for the anonymous user), or development mode.
         """
         opts = self._resolve(channel)
@@ -104,19 +107,31 @@ class ChannelRules:
             return opts
         if self.is_private(channel):
             raise error(ErrorCode.PERMISSION_DENIED)
-        if insecure or self.is_user_allowed(channel, user):
-            return opts
-        if self.user_limited_users(channel) is not None and opts.allow_user_limited_channels:
+        if self.user_limited_users(channel) is not None:
+            if self.is_user_allowed(channel, user):
+                return opts
             raise error(ErrorCode.PERMISSION_DENIED)
+        if insecure:
+            return opts
         if opts.allow_subscribe_for_client and (user or opts.allow_subscribe_for_anonymous):
             return opts
         raise error(ErrorCode.PERMISSION_DENIED)
 
-    @staticmethod
     def _permit(
-        opts: ChannelOptions, action: str, user: str, *, subscribed: bool, insecure: bool
+        self,
+        opts: ChannelOptions,
+        channel: str,
+        action: str,
+        user: str,
+        *,
+        subscribed: bool,
+        insecure: bool,
     ) -> ChannelOptions:
-        """Apply ``allow_<action>_for_client``/``_for_subscriber``/``_for_anonymous``."""
+        """Apply ``allow_<action>_for_client``/``_for_subscriber``/``_for_anonymous``; in a
+        channel with a user list, only the users listed get that far."""
+        users = self.user_limited_users(channel)
+        if users is not None and user not in users:
+            raise error(ErrorCode.PERMISSION_DENIED)
         allowed = getattr(opts, f"allow_{action}_for_client") or (
             subscribed and getattr(opts, f"allow_{action}_for_subscriber")
         )
@@ -130,7 +145,9 @@ class ChannelRules:
     ) -> ChannelOptions:
         """Whether ``user`` may publish from a client connection."""
         opts = self._resolve(channel)
-        return self._permit(opts, "publish", user, subscribed=subscribed, insecure=insecure)
+        return self._permit(
+            opts, channel, "publish", user, subscribed=subscribed, insecure=insecure
+        )
 
     def check_presence(
         self, channel: str, user: str, *, subscribed: bool, insecure: bool = False
@@ -139,7 +156,9 @@ class ChannelRules:
         opts = self._resolve(channel)
         if not opts.presence:
             raise error(ErrorCode.NOT_AVAILABLE)
-        return self._permit(opts, "presence", user, subscribed=subscribed, insecure=insecure)
+        return self._permit(
+            opts, channel, "presence", user, subscribed=subscribed, insecure=insecure
+        )
 
     def check_history(
         self, channel: str, user: str, *, subscribed: bool, insecure: bool = False
@@ -148,4 +167,6 @@ class ChannelRules:
         opts = self._resolve(channel)
         if not opts.use_history:
             raise error(ErrorCode.NOT_AVAILABLE)
-        return self._permit(opts, "history", user, subscribed=subscribed, insecure=insecure)
+        return self._permit(
+            opts, channel, "history", user, subscribed=subscribed, insecure=insecure
+        )

@@ -111,3 +111,34 @@ def test_publish_presence_history() -> None:
     assert r.check_history("chat:x", "a", subscribed=False) is not None
     assert code(r.check_history, "chat:x", "", subscribed=False) == 103
     assert r.check_history("chat:x", "", subscribed=False, insecure=True) is not None
+
+
+def test_user_lists_protect_personal_channels_everywhere() -> None:
+    r = ChannelRules(
+        Settings(
+            channel={
+                "without_namespace": {
+                    "allow_subscribe_for_client": True,
+                    "allow_publish_for_client": True,
+                    "allow_history_for_client": True,
+                    "presence": True,
+                    "allow_presence_for_client": True,
+                    "history_size": 10,
+                    "history_ttl": 60,
+                }
+            }
+        )
+    )
+    # Open channels are open, but no one else's personal channel is, not even in dev mode.
+    assert r.check_subscribe("lobby", "alice", has_valid_token=False) is not None
+    for insecure in (False, True):
+        assert (
+            code(r.check_subscribe, "#bob", "alice", has_valid_token=False, insecure=insecure)
+            == 103
+        )
+        assert code(r.check_publish, "#bob", "alice", subscribed=False, insecure=insecure) == 103
+        assert code(r.check_history, "#bob", "alice", subscribed=False, insecure=insecure) == 103
+        assert code(r.check_presence, "#bob", "alice", subscribed=False, insecure=insecure) == 103
+    # Bob reads his own history; a subscription token still admits anyone it names.
+    assert r.check_history("#bob", "bob", subscribed=False) is not None
+    assert r.check_subscribe("#bob", "alice", has_valid_token=True) is not None

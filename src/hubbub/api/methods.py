@@ -117,7 +117,7 @@ class ServerAPI:
             request = self._decoders[method].decode(body or b"{}")
         except msgspec.ValidationError as exc:
             raise _bad(str(exc)) from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise InvalidJSON(str(exc)) from None
         try:
             return await entry[1](request)
@@ -132,7 +132,7 @@ class ServerAPI:
             batch = msgspec.json.decode(body or b"{}", type=rq.BatchRequest)
         except msgspec.ValidationError as exc:
             return {"error": {"code": 107, "message": f"bad request: {exc}"}}
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise InvalidJSON(str(exc)) from None
 
         async def one(command: dict[str, msgspec.Raw]) -> Result:
