@@ -374,18 +374,23 @@ class RedisBroker:
             log.warning("dropped an undecodable message on %s", channel)
 
     async def subscribe(self, channel: str) -> None:
-        # Remembered first, so a reconnect that happens meanwhile resubscribes it too.
-        self._channels.add(channel)
         if not self._healthy or self._pubsub is None:
             raise engine_unavailable()
+        # Remembered first, so a reconnect that happens meanwhile resubscribes it too.
+        self._channels.add(channel)
         waiter = asyncio.get_running_loop().create_future()
         self._confirming[channel] = waiter
         try:
             await _guard(lambda: self._pubsub.subscribe(self._pubsub_channel(channel)))  # type: ignore[union-attr]
             # Return once Redis confirmed: from then on no publication of the channel is missed.
             await asyncio.wait_for(waiter, 5.0)
-        except TimeoutError:
-            raise engine_unavailable() from None
+        except BaseException as exc:
+            # The node drops the channel from its index on failure: so do we, or a reconnect
+            # would resubscribe a channel nobody here wants.
+            self._channels.discard(channel)
+            if isinstance(exc, TimeoutError):
+                raise engine_unavailable() from None
+            raise
         finally:
             self._confirming.pop(channel, None)
 
