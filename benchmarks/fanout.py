@@ -355,12 +355,27 @@ def main() -> None:
     print(f"one channel, {args.rate:g} publications/s for {args.seconds:g} s, ~100-byte JSON\n")
     print("| scenario | subscribers | published | delivered/s | lost | server CPU µs/delivery "
           "| latency ms p50 / p99 / max | busiest client process |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    for n in args.subscribers:
-        for fmt in args.formats:
-            for nodes in (1, 2) if args.cluster else (1,):
-                result = run_scenario(fmt, n, args.rate, args.seconds, args.client_processes, nodes)
-                print(result.row(), flush=True)
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    scenarios = [
+        (n, fmt, nodes)
+        for n in args.subscribers
+        for fmt in args.formats
+        for nodes in ((1, 2) if args.cluster else (1,))
+    ]
+    for i, (n, fmt, nodes) in enumerate(scenarios):
+        progress(i, len(scenarios), f"{fmt}, {n} subscribers, {nodes} node(s)")
+        result = run_scenario(fmt, n, args.rate, args.seconds, args.client_processes, nodes)
+        print(result.row(), flush=True)
+    progress(len(scenarios), len(scenarios), "done")
+
+
+def progress(done: int, total: int, label: str) -> None:
+    """A progress bar on stderr (the table on stdout stays clean for pipes)."""
+    width = 20
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "-" * (width - filled)
+    end = "\n" if done == total else ""
+    print(f"\r[{bar}] {done}/{total} {label:<40}", end=end, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

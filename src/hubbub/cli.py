@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from hubbub import __version__, logs
-from hubbub.commands import listen, publish
+from hubbub.commands import bench, listen, publish
 from hubbub.commands.common import CommandError
 from hubbub.config import ConfigError, Settings, load_settings
 
@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--dev", action="store_true", help="use the development secret")
     listen.add_parser(commands)
     publish.add_parser(commands)
+    bench.add_parser(commands)
     return parser
 
 
@@ -157,6 +158,14 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Everything after "bench" belongs to the benchmark suite, options included.
+        try:
+            return bench.run(argv[1:])
+        except CommandError as exc:
+            print(f"hubbub bench: {exc}", file=sys.stderr)
+            return exc.exit_code
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

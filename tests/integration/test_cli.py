@@ -205,3 +205,26 @@ async def test_json_logs_with_connection_ids(tmp_path: Path) -> None:
     assert all("conn" in e for e in about_connections)
     assert bad_token not in err.decode() and secret not in err.decode()
     assert "Traceback" not in err.decode()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_bench_runs_the_suite_from_a_checkout(tmp_path: Path) -> None:
+    root = ROOT
+    proc = await asyncio.create_subprocess_exec(
+        *HUBBUB, "bench", "--subscribers", "5", "--formats", "json", "--seconds", "0.3",
+        "--rate", "20", "--client-processes", "1",
+        cwd=root, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120 * UNIT)
+    assert proc.returncode == 0, err.decode()
+    rows = [line for line in out.decode().splitlines() if line.startswith("| json, 1 node")]
+    assert len(rows) == 1 and "| 0 |" in rows[0]  # one scenario, nothing lost
+    assert "1/1 done" in err.decode()  # the progress bar
+    elsewhere = await asyncio.create_subprocess_exec(
+        *HUBBUB, "bench", cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(elsewhere.communicate(), 30 * UNIT)
+    assert elsewhere.returncode == 1 and b"source checkout" in err
