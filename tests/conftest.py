@@ -44,6 +44,10 @@ def suite_settings(**overrides: Any) -> Settings:
         "token": {"hmac_secret_key": SECRET},
         "http_api": {"key": API_KEY},
         "client": {"ping_interval": 25, "pong_timeout": 8},
+        # The chat application takes its own namespace, so that "chat:" stays a plain
+        # namespace for protocol tests; tests/apps use the application's defaults.
+        "chat": {"namespace": "rooms"},
+        "store": {"url": "sqlite:///:memory:"},
         "channel": {
             "without_namespace": {
                 **_OPEN,

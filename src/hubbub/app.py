@@ -13,16 +13,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from hubbub import logs
 from hubbub.api.http import api_routes
 from hubbub.api.methods import ServerAPI
+from hubbub.apps.api import register_chat, register_notify
+from hubbub.apps.chat.routes import chat_routes
+from hubbub.apps.notify.routes import notification_routes
 from hubbub.config import Settings
+from hubbub.hub import Hub
 from hubbub.metrics import registry_for
 from hubbub.node import Node
 from hubbub.transports.asgi import WebSocketEndpoint
 from hubbub.transports.tutorial import TutorialEndpoint
+from hubbub.web import page_routes
 
 SETTINGS_ENV = "HUBBUB_SETTINGS_JSON"
 """Environment variable through which ``hubbub serve --workers N`` hands its settings to the
@@ -36,10 +41,17 @@ def app_from_environment() -> Starlette:
     return create_app(settings)
 
 
-def create_app(settings: Settings | None = None, *, node: Node | None = None) -> Starlette:
-    """Build the server app. Pass ``node`` to serve an existing node (it is started and closed
-    with the app's lifespan)."""
-    node = node or Node(settings)
+def create_app(
+    settings: Settings | None = None, *, node: Node | None = None, hub: Hub | None = None
+) -> Starlette:
+    """Build the server app: the WebSocket endpoint, the HTTP API, health and metrics, the
+    chat and notification applications and their pages (as the settings enable them).
+
+    Pass ``node`` or ``hub`` to serve an existing one (it is started and closed with the app's
+    lifespan). The hub is ``app.state.hub``, its node ``app.state.node``.
+    """
+    hub = hub or Hub(settings, node=node)
+    node = hub.node
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -56,7 +68,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def index(request: Request) -> Response:
+    async def info(request: Request) -> Response:
         info = node.info()[0]
         return JSONResponse(
             {
@@ -70,18 +82,29 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
         )
 
     api = ServerAPI(node)
+    app_routes: list[BaseRoute] = []
+    if hub.chat is not None:
+        register_chat(api, hub.chat)
+        app_routes += chat_routes(hub.chat)
+    if hub.notifications is not None:
+        register_notify(api, hub.notifications)
+        app_routes += notification_routes(hub.notifications)
+    if hub.chat is not None:
+        app_routes += page_routes(node)
     app = Starlette(
         routes=[
-            Route("/", index),
+            Route("/info", info),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             WebSocketRoute(node.settings.websocket_path, WebSocketEndpoint(node)),
             WebSocketRoute("/ws/{client_id}", TutorialEndpoint(node)),
             *api_routes(api, node.settings.http_api),
+            *app_routes,
         ],
-        lifespan=node.lifespan,
+        lifespan=hub.lifespan,
     )
+    app.state.hub = hub
     app.state.node = node
     app.state.api = api
     return app

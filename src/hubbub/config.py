@@ -223,6 +223,84 @@ class RedisSettings(_Section):
         return list(self.urls) or [self.url]
 
 
+class StoreSettings(_Section):
+    """Where the chat archive and the notification inboxes live."""
+
+    url: str = "sqlite:///hubbub.db"
+    """``sqlite:///file.db`` (relative to the configuration file's folder, or the working
+    directory without one), ``sqlite:////absolute/path.db``, ``sqlite:///:memory:`` (gone
+    at exit) or ``postgresql://user@host:port/database``."""
+
+    @model_validator(mode="after")
+    def _url(self) -> StoreSettings:
+        from hubbub.store import open_store  # constructing a store touches nothing
+
+        open_store(self.url)
+        return self
+
+
+_ROOM_NAME = re.compile(r"^[-a-zA-Z0-9_.]{1,64}$")
+
+
+class ChatSettings(_Section):
+    """The chat application: rooms are channels ``<namespace>:<room>``."""
+
+    enabled: bool = True
+    namespace: str = "chat"
+    auto_create_rooms: bool = True
+    default_rooms: list[str] = ["lobby"]
+    max_message_length: int = Field(default=4000, ge=1, le=100_000)
+    history_on_join: int = Field(default=50, ge=1, le=1000)
+    max_history_page: int = Field(default=200, ge=1, le=1000)
+    send_rate: float = Field(default=5.0, gt=0)
+    send_burst: int = Field(default=20, ge=1)
+    typing_interval: float = Field(default=2.0, ge=0)
+    stream_size: int = Field(default=200, ge=1)
+    stream_ttl: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _names(self) -> ChatSettings:
+        if not _NAMESPACE_NAME.match(self.namespace):
+            raise ValueError(f"namespace {self.namespace!r}: 2+ letters, digits, - _ .")
+        for room in self.default_rooms:
+            if not _ROOM_NAME.match(room):
+                raise ValueError(f"default_rooms: {room!r} is not a room name")
+        return self
+
+    def namespace_options(self) -> Namespace:
+        """The namespace every room channel takes: presence with join/leave pushed to every
+        member, a hot stream for recovery after short disconnects, and no client publishing
+        (messages go through the server, which stores them first)."""
+        return Namespace(
+            name=self.namespace,
+            presence=True,
+            join_leave=True,
+            force_push_join_leave=True,
+            history_size=self.stream_size,
+            history_ttl=self.stream_ttl,
+            force_recovery=True,
+            allow_subscribe_for_client=True,
+            allow_presence_for_subscriber=True,
+            allow_history_for_subscriber=True,
+        )
+
+
+def valid_room(name: str) -> bool:
+    """Room names: 1-64 letters, digits, ``-``, ``_`` and ``.``."""
+    return bool(_ROOM_NAME.match(name))
+
+
+class NotificationSettings(_Section):
+    """The notification application: per-user inboxes pushed on the personal channel."""
+
+    enabled: bool = True
+    max_title_length: int = Field(default=200, ge=1)
+    max_body_length: int = Field(default=2000, ge=1)
+    max_data_size: int = Field(default=4096, ge=0)
+    max_recipients: int = Field(default=10_000, ge=1)
+    max_page: int = Field(default=100, ge=1)
+
+
 class Settings(BaseSettings):
     """Every option of a hubbub server."""
 
@@ -246,6 +324,9 @@ class Settings(BaseSettings):
     http_api: HTTPAPISettings = HTTPAPISettings()
     limits: LimitSettings = LimitSettings()
     redis: RedisSettings = RedisSettings()
+    store: StoreSettings = StoreSettings()
+    chat: ChatSettings = ChatSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -258,6 +339,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment beats the file (passed as init values), which beats the defaults.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _chat_namespace(self) -> Settings:
+        # The chat rooms' namespace exists unless the configuration defines it itself.
+        if self.chat.enabled and self.namespace(self.chat.namespace) is None:
+            spaces = [*self.channel.namespaces, self.chat.namespace_options()]
+            channel = self.channel.model_copy(update={"namespaces": spaces})
+            object.__setattr__(self, "channel", channel)
+        return self
 
     @model_validator(mode="after")
     def _dev_defaults(self) -> Settings:
@@ -317,6 +407,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(
                 f"configuration file {str(path)!r} is not valid TOML: {exc}"
             ) from None
+    if path is not None:
+        _anchor_sqlite(data, Path(path).resolve().parent)
     try:
         settings = Settings(**data)
         if overrides:
@@ -326,3 +418,16 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         raise ConfigError(_format_error(exc)) from None
     return settings
+
+
+def _anchor_sqlite(data: dict[str, Any], folder: Path) -> None:
+    """Make a relative SQLite path in the file's ``[store]`` relative to the file's folder."""
+    store = data.get("store")
+    if not isinstance(store, dict):
+        return
+    url = store.get("url")
+    prefix = "sqlite:///"
+    if isinstance(url, str) and url.startswith(prefix) and not url.startswith(prefix + "/"):
+        rest = url[len(prefix) :]
+        if rest != ":memory:":
+            store["url"] = prefix + str(folder / rest)

@@ -74,6 +74,14 @@ RPCHandler = Callable[["Session", msgspec.Raw], Awaitable[msgspec.Raw]]
 SendHandler = Callable[["Session", msgspec.Raw], Awaitable[None]]
 """Receives a ``send`` command (an asynchronous message without a reply)."""
 
+ConnectHandler = Callable[["Session"], Coroutine[Any, Any, None]]
+"""Told about every connection that completed ``connect`` (run in the background: it cannot
+delay or refuse the connection, and its failure is logged, not sent to the client)."""
+
+SubscribeCheck = Callable[["Session", str], Awaitable[None]]
+"""Asked before a client-side subscription to a channel is made; raising
+:class:`~hubbub.protocol.codes.ProtocolError` refuses it with that error."""
+
 
 class Subscriber(Protocol):
     """What the node's channel index holds: a connection's side of fan-out. Sessions are the
@@ -167,6 +175,8 @@ class Node:
         self.verifier = TokenVerifier(self.settings.token, self.clock)
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
+        self.connect_handlers: list[ConnectHandler] = []
+        self.subscribe_checks: dict[str, SubscribeCheck] = {}
         self.counters: Counter[str] = Counter()
         self._channels: dict[str, dict[str, Subscriber]] = {}
         self._users: dict[str, dict[str, Session]] = {}
@@ -406,6 +416,21 @@ class Node:
         """Decorator: register the handler of ``send`` commands."""
         self.send_handler = handler
         return handler
+
+    def on_connect(self, handler: ConnectHandler) -> ConnectHandler:
+        """Decorator: add a handler told about every completed connect."""
+        self.connect_handlers.append(handler)
+        return handler
+
+    def check_subscribe(self, namespace: str) -> Callable[[SubscribeCheck], SubscribeCheck]:
+        """Decorator: register the check of client-side subscriptions to ``namespace``'s
+        channels ("" = channels without a namespace); one check per namespace."""
+
+        def register(check: SubscribeCheck) -> SubscribeCheck:
+            self.subscribe_checks[namespace] = check
+            return check
+
+        return register
 
     # -----------------------------------------------------------------------------------------
     # Local index (used by sessions)

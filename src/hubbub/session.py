@@ -332,6 +332,8 @@ class Session:
         for sub in activated:
             await self._activate(sub)
         self.log.debug("connected as user %r", self.user)
+        for handler in node.connect_handlers:
+            node.spawn(handler(self))
         return None
 
     async def _refresh(self, cmd_id: int, req: RefreshRequest) -> Reply:
@@ -399,6 +401,9 @@ class Session:
         )
         if claims is not None and claims.override is not None:
             opts = claims.override.apply(opts)
+        check = node.subscribe_checks.get(node.rules.namespace_of(channel))
+        if check is not None:
+            await check(self, channel)
         now = node.clock.time()
         if claims is not None and claims.expire_at is not None and claims.expire_at <= now:
             raise error(ErrorCode.EXPIRED)

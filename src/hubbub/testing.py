@@ -38,8 +38,10 @@ from hubbub.app import create_app
 from hubbub.auth import mint_connection_token
 from hubbub.client import Client, Gap, Publication, Subscription
 from hubbub.clock import FakeClock
-from hubbub.config import Settings, TokenSettings
+from hubbub.config import Settings, StoreSettings, TokenSettings
+from hubbub.hub import Hub as ServerHub
 from hubbub.node import Node
+from hubbub.store import Notification
 
 __all__ = ["FakeClock", "Hub", "TestClient", "advance", "hub_settings", "run_hub"]
 
@@ -50,7 +52,11 @@ DEFAULT_TIMEOUT = 2.0
 def hub_settings() -> Settings:
     """Settings for tests: a known HMAC secret, every channel open to clients, history and
     presence on for channels without a namespace, the HTTP API without a key."""
-    return Settings(development=True, token=TokenSettings(hmac_secret_key=TEST_SECRET))
+    return Settings(
+        development=True,
+        token=TokenSettings(hmac_secret_key=TEST_SECRET),
+        store=StoreSettings(url="sqlite:///:memory:"),
+    )
 
 
 async def advance(clock: FakeClock, seconds: float, *, step: float = 0.5) -> None:
@@ -106,10 +112,24 @@ class TestClient(Client):
 
 @dataclass
 class Hub:
-    """A hub serving on loopback for the duration of a test."""
+    """A hub serving on loopback for the duration of a test.
+
+    Attributes:
+        node: the node.
+        port: the loopback port it serves on.
+        server: the :class:`hubbub.hub.Hub` with the chat and notification services (its
+            ``store`` is an in-memory SQLite database unless the settings name another).
+    """
 
     node: Node
     port: int
+    server: ServerHub | None = None
+
+    async def notify(self, users: Sequence[str] | None, **fields: Any) -> list[Notification]:
+        """Send a notification (see :meth:`hubbub.hub.Hub.notify`)."""
+        if self.server is None:
+            raise RuntimeError("this hub serves your own app: call your hub's notify()")
+        return await self.server.notify(users, **fields)
 
     @property
     def url(self) -> str:
@@ -153,11 +173,12 @@ async def run_hub(
             your routes and hubbub's endpoint together.
     """
     node = node or Node(settings or hub_settings())
+    server_hub = ServerHub(node=node) if app is None else None
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app if app is not None else create_app(node=node),
+        app if app is not None else create_app(hub=server_hub),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -172,7 +193,7 @@ async def run_hub(
                 task.result()
                 raise RuntimeError("the hub did not start")
             await asyncio.sleep(0.01)
-        yield Hub(node=node, port=port)
+        yield Hub(node=node, port=port, server=server_hub)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)

@@ -64,14 +64,13 @@ def api_routes(api: ServerAPI, settings: HTTPAPISettings) -> list[BaseRoute]:
     if not settings.enabled:
         return []
     prefix = settings.prefix.rstrip("/")
-    known = set(api.method_names)
 
     async def endpoint(request: Request) -> Response:
         method = request.path_params["method"]
         if not _authorized(request, settings):
             api.node.counters["api.unauthorized"] += 1
             return Response(status_code=401)
-        if method not in known:
+        if method not in api.method_names:
             return PlainTextResponse(f"unknown API method {method!r}\n", status_code=404)
         try:
             body = await _read_body(request, settings.max_body_size)

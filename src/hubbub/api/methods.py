@@ -90,6 +90,14 @@ class ServerAPI:
             name: msgspec.json.Decoder(kind) for name, (kind, _) in self._methods.items()
         }
 
+    def register(self, name: str, request: type[msgspec.Struct], handler: Handler) -> None:
+        """Add method ``name`` (the applications' methods, such as ``notify``): its JSON body
+        decodes into ``request`` and ``handler`` answers it, as for the built-in methods."""
+        if name in self._methods or name == "batch":
+            raise ValueError(f"API method {name!r} is already defined")
+        self._methods[name] = (request, handler)
+        self._decoders[name] = msgspec.json.Decoder(request)
+
     @property
     def method_names(self) -> list[str]:
         return [*self._methods, "batch"]

@@ -1,0 +1,642 @@
+// The chat page: rooms, messages with history from the archive, who is online, typing, the
+// notification bell. Every piece of user text goes into the page through textContent, never as
+// HTML, so messages that contain markup are shown as the text they are.
+import { Client, ProtocolError } from "/static/hubbub.js";
+
+const $ = (id) => document.getElementById(id);
+const TYPING_SHOWN_MS = 3500;
+const TYPING_SEND_MS = 2000;
+const ROOMS_REFRESH_MS = 15000;
+
+const state = {
+  config: null,
+  user: "",
+  token: "",
+  client: null,
+  rooms: [],
+  room: "",
+  sub: null,
+  messages: new Map(), // archive id -> message view
+  oldest: null,
+  online: new Map(), // user -> number of connections in the room
+  typing: new Map(), // user -> timer
+  lastTypingSent: 0,
+  notes: new Map(), // id -> notification view
+  unread: 0,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in: development mode mints a token for a chosen name; otherwise the application hands
+// the page a token in the URL fragment (#token=...), which never reaches a server log.
+
+async function loadConfig() {
+  const res = await fetch("/web/config");
+  return res.json();
+}
+
+async function mintToken(name) {
+  const res = await fetch("/web/token", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user: name }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.error ? body.error.message : `HTTP ${res.status}`);
+  return body;
+}
+
+function showLogin(message = "") {
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+  if (!state.config.development) {
+    $("login-hint").textContent =
+      "This server hands out tokens through your application. Open this page as " +
+      "/#token=<connection token>.";
+    $("login-name").hidden = true;
+    $("login-form").querySelector("button").hidden = true;
+  }
+  $("login-name").focus();
+}
+
+async function signIn(name) {
+  const minted = await mintToken(name);
+  state.user = minted.user;
+  state.token = minted.token;
+  localStorage.setItem("hubbub.name", minted.user);
+}
+
+function userFromToken(token) {
+  try {
+    const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return String(payload.sub || "");
+  } catch {
+    return "";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection state
+
+const STATUS_TEXT = {
+  connecting: "Connecting…",
+  connected: "Online",
+  disconnected: "Offline — reconnecting",
+  failed: "Error",
+};
+
+function setStatus(detail) {
+  const el = $("status");
+  el.dataset.state = detail.state;
+  let text = STATUS_TEXT[detail.state] || detail.state;
+  if (detail.state === "failed" && detail.reason) text = `Error: ${detail.reason}`;
+  el.textContent = text;
+  el.title = detail.reason || "";
+  const live = detail.state === "connected" && state.sub && state.sub.state === "subscribed";
+  setComposer(live);
+}
+
+function setComposer(enabled) {
+  $("text").disabled = !enabled;
+  $("send").disabled = !enabled;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms
+
+async function refreshRooms() {
+  if (state.client.state !== "connected") return;
+  try {
+    const { rooms } = await state.client.rpc("chat.rooms");
+    state.rooms = rooms;
+    renderRooms();
+  } catch (err) {
+    console.warn("rooms", err);
+  }
+}
+
+function renderRooms() {
+  const list = $("rooms");
+  list.replaceChildren();
+  const names = new Set(state.rooms.map((r) => r.name));
+  if (state.room && !names.has(state.room)) {
+    state.rooms.push({ name: state.room, online: state.online.size, messages: 0 });
+  }
+  for (const room of state.rooms) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.room = room.name;
+    if (room.name === state.room) button.classList.add("active");
+    const label = document.createElement("span");
+    const hash = document.createElement("span");
+    hash.className = "hash";
+    hash.textContent = "#";
+    label.append(hash, room.name);
+    const pill = document.createElement("span");
+    pill.className = "pill";
+    pill.textContent = `${room.name === state.room ? state.online.size : room.online} online`;
+    button.append(label, pill);
+    button.addEventListener("click", () => joinRoom(room.name));
+    li.append(button);
+    list.append(li);
+  }
+}
+
+function joinRoom(room) {
+  if (room === state.room && state.sub) return;
+  if (state.sub) state.sub.unsubscribe();
+  state.room = room;
+  localStorage.setItem("hubbub.room", room);
+  history.replaceState(null, "", `?room=${encodeURIComponent(room)}${location.hash}`);
+  state.messages.clear();
+  state.oldest = null;
+  state.online.clear();
+  for (const timer of state.typing.values()) clearTimeout(timer);
+  state.typing.clear();
+  $("room-title").textContent = `# ${room}`;
+  document.title = `#${room} · hubbub chat`;
+  $("send-error").textContent = "";
+  renderMessages();
+  renderOnline();
+  renderTyping();
+  renderRooms();
+  setComposer(false);
+
+  const sub = state.client.newSubscription(`chat:${room}`);
+  state.sub = sub;
+  sub.addEventListener("subscribed", async (event) => {
+    if (state.sub !== sub) return;
+    setComposer(true);
+    // A fresh join, or a reconnect the stream could not cover: the archive has everything.
+    if (!event.detail.recovered) await loadHistory();
+    await loadPresence();
+    refreshRooms();
+  });
+  sub.addEventListener("publication", (event) => {
+    if (state.sub === sub) onRoomPublication(event.detail);
+  });
+  sub.addEventListener("join", (event) => {
+    if (state.sub !== sub) return;
+    const user = event.detail.user;
+    const before = state.online.get(user) || 0;
+    state.online.set(user, before + 1);
+    if (!before) {
+      renderOnline();
+      renderRooms();
+    }
+  });
+  sub.addEventListener("leave", (event) => {
+    if (state.sub !== sub) return;
+    const user = event.detail.user;
+    const left = (state.online.get(user) || 1) - 1;
+    if (left > 0) state.online.set(user, left);
+    else {
+      state.online.delete(user);
+      renderOnline();
+      renderRooms();
+    }
+  });
+  sub.addEventListener("error", (event) => {
+    if (state.sub === sub) $("send-error").textContent = `Cannot join #${room}: ${event.detail.message}`;
+  });
+  sub.addEventListener("unsubscribed", () => {
+    if (state.sub === sub) setComposer(false);
+  });
+  sub.subscribe();
+}
+
+async function loadHistory(before = null) {
+  const args = { room: state.room };
+  if (before) args.before = before;
+  const room = state.room;
+  try {
+    const { messages } = await state.client.rpc("chat.history", args);
+    if (room !== state.room) return;
+    for (const msg of messages) state.messages.set(msg.id, msg);
+    if (messages.length && (state.oldest === null || messages[0].id < state.oldest)) {
+      state.oldest = messages[0].id;
+    }
+    const more = messages.length >= 50;
+    $("older").hidden = !more;
+    renderMessages(before ? "keep" : "bottom");
+  } catch (err) {
+    $("send-error").textContent = `Could not load history: ${err.message}`;
+  }
+}
+
+async function loadPresence() {
+  const sub = state.sub;
+  try {
+    const clients = await sub.presence();
+    if (state.sub !== sub) return;
+    state.online.clear();
+    for (const info of clients) state.online.set(info.user, (state.online.get(info.user) || 0) + 1);
+    renderOnline();
+    renderRooms();
+  } catch (err) {
+    console.warn("presence", err);
+  }
+}
+
+function onRoomPublication(pub) {
+  const data = pub.data || {};
+  if (data.type === "typing") {
+    if (data.user !== state.user) showTyping(data.user);
+    return;
+  }
+  if (!data.message) return;
+  const msg = data.message;
+  const known = state.messages.get(msg.id);
+  if (data.type === "message" && known) return;
+  state.messages.set(msg.id, msg);
+  if (data.type === "message") hideTyping(msg.user);
+  renderMessages(data.type === "message" ? "follow" : "keep");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+const COLORS = ["#4f46e5", "#0891b2", "#16a34a", "#d97706", "#db2777", "#7c3aed", "#0f766e", "#b45309"];
+
+function colorOf(name) {
+  let hash = 0;
+  for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+  return COLORS[hash % COLORS.length];
+}
+
+function timeOf(ts) {
+  const date = new Date(ts * 1000);
+  const today = new Date().toDateString() === date.toDateString();
+  const opts = today ? { hour: "2-digit", minute: "2-digit" } : { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
+  return date.toLocaleString([], opts);
+}
+
+function renderMessages(scroll = "bottom") {
+  const box = $("messages");
+  const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  const previousHeight = box.scrollHeight;
+  const list = $("message-list");
+  list.replaceChildren();
+  const ordered = [...state.messages.values()].sort((a, b) => a.id - b.id);
+  for (const msg of ordered) list.append(messageItem(msg));
+  $("messages-empty").hidden = ordered.length > 0;
+  if (scroll === "bottom" || (scroll === "follow" && nearBottom)) box.scrollTop = box.scrollHeight;
+  else if (scroll === "keep") box.scrollTop += box.scrollHeight - previousHeight;
+}
+
+function messageItem(msg) {
+  const li = document.createElement("li");
+  li.className = "msg";
+  li.dataset.id = msg.id;
+  if (msg.user === state.user) li.classList.add("mine");
+  if (msg.deleted) li.classList.add("deleted");
+  const avatar = document.createElement("div");
+  avatar.className = "avatar";
+  avatar.style.background = colorOf(msg.user);
+  avatar.textContent = [...msg.user][0] || "?";
+  const bubble = document.createElement("div");
+  bubble.className = "bubble";
+  const head = document.createElement("div");
+  head.className = "msg-head";
+  const user = document.createElement("span");
+  user.className = "msg-user";
+  user.textContent = msg.user;
+  const time = document.createElement("span");
+  time.className = "msg-time";
+  time.textContent = timeOf(msg.ts);
+  head.append(user, time);
+  if (msg.edited && !msg.deleted) {
+    const edited = document.createElement("span");
+    edited.className = "msg-edited";
+    edited.textContent = "(edited)";
+    head.append(edited);
+  }
+  if (msg.user === state.user && !msg.deleted) {
+    const actions = document.createElement("span");
+    actions.className = "msg-actions";
+    const edit = document.createElement("button");
+    edit.type = "button";
+    edit.textContent = "Edit";
+    edit.addEventListener("click", () => startEdit(li, msg));
+    const del = document.createElement("button");
+    del.type = "button";
+    del.textContent = "Delete";
+    del.addEventListener("click", () => deleteMessage(msg));
+    actions.append(edit, del);
+    head.append(actions);
+  }
+  const text = document.createElement("div");
+  text.className = "msg-text";
+  text.textContent = msg.deleted ? "message deleted" : msg.text;
+  bubble.append(head, text);
+  li.append(avatar, bubble);
+  return li;
+}
+
+function startEdit(li, msg) {
+  const text = li.querySelector(".msg-text");
+  const input = document.createElement("textarea");
+  input.className = "msg-edit";
+  input.value = msg.text;
+  input.rows = Math.min(6, msg.text.split("\n").length + 1);
+  text.replaceWith(input);
+  input.focus();
+  input.addEventListener("keydown", async (event) => {
+    if (event.key === "Escape") renderMessages("keep");
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      try {
+        const { message } = await state.client.rpc("chat.edit", { id: msg.id, text: input.value });
+        state.messages.set(message.id, message);
+        renderMessages("keep");
+      } catch (err) {
+        $("send-error").textContent = `Could not edit: ${err.message}`;
+      }
+    }
+  });
+}
+
+async function deleteMessage(msg) {
+  try {
+    const { message } = await state.client.rpc("chat.delete", { id: msg.id });
+    state.messages.set(message.id, message);
+    renderMessages("keep");
+  } catch (err) {
+    $("send-error").textContent = `Could not delete: ${err.message}`;
+  }
+}
+
+async function send(event) {
+  event.preventDefault();
+  const input = $("text");
+  const text = input.value;
+  if (!text.trim()) return;
+  $("send-error").textContent = "";
+  try {
+    const { message } = await state.client.rpc("chat.send", { room: state.room, text });
+    input.value = "";
+    autosize();
+    if (message.room === state.room) {
+      state.messages.set(message.id, message);
+      renderMessages("bottom");
+    }
+  } catch (err) {
+    $("send-error").textContent = err instanceof ProtocolError && err.code === 0
+      ? "Not sent: you are offline. It will not be lost from the box — send again once online."
+      : `Not sent: ${err.message}`;
+  }
+}
+
+function autosize() {
+  const input = $("text");
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Online list and typing
+
+function renderOnline() {
+  const list = $("online");
+  list.replaceChildren();
+  const users = [...state.online.keys()].sort();
+  for (const user of users) {
+    const li = document.createElement("li");
+    li.textContent = user === state.user ? `${user} (you)` : user;
+    list.append(li);
+  }
+  $("online-count").textContent = users.length ? `(${users.length})` : "";
+}
+
+function showTyping(user) {
+  clearTimeout(state.typing.get(user));
+  state.typing.set(user, setTimeout(() => hideTyping(user), TYPING_SHOWN_MS));
+  renderTyping();
+}
+
+function hideTyping(user) {
+  if (!state.typing.has(user)) return;
+  clearTimeout(state.typing.get(user));
+  state.typing.delete(user);
+  renderTyping();
+}
+
+function renderTyping() {
+  const users = [...state.typing.keys()];
+  let text = "";
+  if (users.length === 1) text = `${users[0]} is typing…`;
+  else if (users.length === 2) text = `${users[0]} and ${users[1]} are typing…`;
+  else if (users.length > 2) text = "Several people are typing…";
+  $("typing").textContent = text;
+}
+
+function onInput() {
+  autosize();
+  const now = Date.now();
+  if (!$("text").value.trim() || now - state.lastTypingSent < TYPING_SEND_MS) return;
+  state.lastTypingSent = now;
+  state.client.rpc("chat.typing", { room: state.room }).catch(() => {});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications
+
+async function loadNotifications() {
+  try {
+    const { notifications, unread } = await state.client.rpc("notifications.list", { limit: 30 });
+    state.notes.clear();
+    for (const note of notifications) state.notes.set(note.id, note);
+    setUnread(unread);
+    renderNotes();
+  } catch (err) {
+    console.warn("notifications", err);
+  }
+}
+
+function setUnread(count) {
+  state.unread = Math.max(0, count);
+  const badge = $("badge");
+  badge.hidden = state.unread === 0;
+  badge.textContent = state.unread > 99 ? "99+" : String(state.unread);
+  $("bell").setAttribute("aria-label", `Notifications, ${state.unread} unread`);
+}
+
+function renderNotes() {
+  const list = $("notes");
+  list.replaceChildren();
+  const ordered = [...state.notes.values()].sort((a, b) => b.id - a.id);
+  for (const note of ordered) {
+    const li = document.createElement("li");
+    li.dataset.id = note.id;
+    if (!note.read) li.classList.add("unread");
+    const title = document.createElement("div");
+    title.className = "note-title";
+    title.textContent = note.title || "Notification";
+    const body = document.createElement("div");
+    body.className = "note-body";
+    body.textContent = note.body;
+    const meta = document.createElement("div");
+    meta.className = "note-meta";
+    meta.textContent = timeOf(note.ts);
+    if (note.link) {
+      const link = document.createElement("a");
+      link.href = note.link; // the server only accepts http(s) URLs and site paths
+      link.textContent = "Open";
+      link.rel = "noopener";
+      meta.append(" · ", link);
+    }
+    li.append(title, body, meta);
+    li.addEventListener("click", () => markRead([note.id]));
+    list.append(li);
+  }
+  $("notes-empty").hidden = ordered.length > 0;
+}
+
+async function markRead(ids) {
+  const args = ids ? { ids } : { all: true };
+  try {
+    const { read, unread } = await state.client.rpc("notifications.read", args);
+    applyRead(read, unread);
+  } catch (err) {
+    console.warn("mark read", err);
+  }
+}
+
+function applyRead(ids, unread) {
+  for (const id of ids) {
+    const note = state.notes.get(id);
+    if (note) note.read = true;
+  }
+  setUnread(unread);
+  renderNotes();
+}
+
+function onPersonal({ pub }) {
+  const data = pub.data || {};
+  if (data.type === "notification") {
+    const note = data.notification;
+    state.notes.set(note.id, note);
+    setUnread(data.unread >= 0 ? data.unread : state.unread + 1);
+    renderNotes();
+    toast(note);
+  } else if (data.type === "read") {
+    applyRead(data.ids, data.unread);
+  }
+}
+
+function toast(note) {
+  const el = document.createElement("div");
+  el.className = "toast";
+  const title = document.createElement("strong");
+  title.textContent = note.title || "Notification";
+  const body = document.createElement("p");
+  body.textContent = note.body;
+  el.append(title, body);
+  el.addEventListener("click", () => el.remove());
+  $("toasts").append(el);
+  setTimeout(() => el.remove(), 6000);
+}
+
+function toggleDropdown(force) {
+  const dropdown = $("dropdown");
+  const open = force ?? dropdown.hidden;
+  dropdown.hidden = !open;
+  $("bell").setAttribute("aria-expanded", String(open));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+function start() {
+  $("me").textContent = state.user;
+  $("sign-out").hidden = !state.config.development;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}${state.config.websocket}`;
+  const client = new Client(url, {
+    getToken: async () => {
+      if (state.config.development && !location.hash.includes("token=")) {
+        await signIn(state.user); // a fresh token on every connect
+      }
+      return state.token;
+    },
+  });
+  state.client = client;
+  client.addEventListener("state", (event) => {
+    setStatus(event.detail);
+    if (event.detail.state === "connected") {
+      loadNotifications();
+      refreshRooms();
+    }
+    if (event.detail.state === "failed" && [3500, 3501].includes(event.detail.code)) {
+      showLogin(`The server refused the token: ${event.detail.reason}`);
+    }
+  });
+  client.addEventListener("publication", (event) => {
+    if (event.detail.channel.startsWith("#")) onPersonal(event.detail);
+  });
+  client.connect();
+  const params = new URLSearchParams(location.search);
+  joinRoom(params.get("room") || localStorage.getItem("hubbub.room") || "lobby");
+  setInterval(refreshRooms, ROOMS_REFRESH_MS);
+}
+
+async function main() {
+  state.config = await loadConfig();
+  $("composer").addEventListener("submit", send);
+  $("text").addEventListener("input", onInput);
+  $("text").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) send(event);
+  });
+  $("older").addEventListener("click", () => loadHistory(state.oldest));
+  $("new-room").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = $("new-room-name").value.trim();
+    if (name) joinRoom(name);
+    $("new-room-name").value = "";
+  });
+  $("bell").addEventListener("click", (event) => {
+    event.stopPropagation();
+    toggleDropdown();
+  });
+  document.addEventListener("click", (event) => {
+    if (!$("dropdown").contains(event.target)) toggleDropdown(false);
+  });
+  $("mark-all").addEventListener("click", () => markRead(null));
+  $("sign-out").addEventListener("click", () => {
+    localStorage.removeItem("hubbub.name");
+    location.reload();
+  });
+  $("login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await signIn($("login-name").value.trim());
+      $("login").hidden = true;
+      start();
+    } catch (err) {
+      $("login-error").textContent = err.message;
+    }
+  });
+
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("token")) {
+    state.token = fragment.get("token");
+    state.user = userFromToken(state.token);
+    start();
+    return;
+  }
+  const saved = localStorage.getItem("hubbub.name");
+  if (state.config.development && saved) {
+    try {
+      await signIn(saved);
+      start();
+      return;
+    } catch {
+      localStorage.removeItem("hubbub.name");
+    }
+  }
+  setStatus({ state: "disconnected", reason: "not signed in" });
+  $("status").textContent = "Signed out";
+  showLogin();
+}
+
+main();
