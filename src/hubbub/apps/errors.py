@@ -72,8 +72,10 @@ def decode_args(data: bytes, kind: type[T]) -> T:
     Raises:
         ProtocolError: 107 saying what is wrong (not JSON, a missing or mistyped field).
     """
+    if not data or bytes(data).strip() == b"null":
+        data = b"{}"  # no arguments: clients send nothing or null
     try:
-        return msgspec.json.decode(data or b"{}", type=kind)
+        return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
         raise bad_request(str(exc)) from None
     except (msgspec.DecodeError, RecursionError):

@@ -234,14 +234,18 @@ class Client:
         self._arm_watchdog(result.get("ping", 0))
         if result.get("expires"):
             self._arm_refresh(result.get("ttl", 0))
-        for channel, sub_result in (result.get("subs") or {}).items():
+        server_side = result.get("subs") or {}
+        for channel, sub_result in server_side.items():
+            # Server-side subscriptions (the token's channels, the personal channel) are
+            # iterable like any other: client.subscription("#alice").
             sub = self._subs.get(channel)
-            if sub is not None:
-                sub.on_subscribed(sub_result)
+            if sub is None:
+                sub = self._subs[channel] = Subscription(self, channel)
+            sub.on_subscribed(sub_result)
         self._connected.set()
         self._set_state(State.CONNECTED)
         for sub in list(self._subs.values()):
-            if sub.state is not SubState.UNSUBSCRIBED:
+            if sub.state is not SubState.UNSUBSCRIBED and sub.channel not in server_side:
                 self._spawn(self._subscribe_now(sub))
 
     # -----------------------------------------------------------------------------------------
