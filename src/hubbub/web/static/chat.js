@@ -87,6 +87,7 @@ const STATUS_TEXT = {
 function setStatus(detail) {
   const el = $("status");
   el.dataset.state = detail.state;
+  document.body.dataset.state = detail.state; // dims what may be out of date while offline
   let text = STATUS_TEXT[detail.state] || detail.state;
   if (detail.state === "failed" && detail.reason) text = `Error: ${detail.reason}`;
   el.textContent = text;
@@ -382,7 +383,7 @@ async function send(event) {
     }
   } catch (err) {
     $("send-error").textContent = err instanceof ProtocolError && err.code === 0
-      ? "Not sent: you are offline. It will not be lost from the box — send again once online."
+      ? "Not sent: you are offline. Your text is still in the box; send it again once online."
       : `Not sent: ${err.message}`;
   }
 }

@@ -165,7 +165,8 @@ export class Client extends EventTarget {
     try {
       token = await this.getToken();
     } catch (err) {
-      this._setState("failed", 0, `could not get a token: ${err.message}`);
+      // The token endpoint is down with the server, or briefly unreachable: try again later.
+      this._retry(0, `could not get a token: ${err.message}`);
       return;
     }
     const ws = new WebSocket(this.url);
@@ -300,11 +301,16 @@ export class Client extends EventTarget {
       this._setState("failed", code, reason || `closed with code ${code}`);
       return;
     }
+    this._retry(code, reason);
+  }
+
+  _retry(code, reason) {
     const delay = Math.min(this.maxDelay, this.minDelay * 2 ** this._attempt);
     const wait = delay / 2 + Math.random() * (delay / 2); // jitter: clients do not return in step
     this._attempt += 1;
     this._setState("disconnected", code, reason);
     this.dispatchEvent(new CustomEvent("retry", { detail: { in: wait } }));
+    clearTimeout(this._retryTimer);
     this._retryTimer = setTimeout(() => {
       if (this._wanted) this._open();
     }, wait);
