@@ -331,6 +331,12 @@ async def test_openapi_document(server: RunningServer) -> None:
         doc = (await http.get("/api/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
     assert {"/api/publish", "/api/batch", "/api/info"} <= set(doc["paths"])
+    assert {"/api/notify", "/api/chat_send", "/api/chat_history"} <= set(doc["paths"])
+    # Every documented method is answered (an unknown one would be 404).
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        for path in doc["paths"]:
+            response = await http.post(path, json={}, headers={"X-API-Key": API_KEY})
+            assert response.status_code == 200, path
 
 
 async def test_api_disabled_without_key(start_server: Any) -> None:

@@ -91,7 +91,7 @@ def api_routes(api: ServerAPI, settings: HTTPAPISettings) -> list[BaseRoute]:
         return Response(_encoder.encode(reply), media_type="application/json")
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document(prefix))
+        return JSONResponse(openapi_document(prefix, api.method_names))
 
     return [
         Route(f"{prefix}/openapi.json", openapi, methods=["GET"]),

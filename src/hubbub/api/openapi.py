@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from hubbub import __version__
@@ -130,6 +131,71 @@ METHODS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     ),
 }
 
+_MESSAGE = _obj(
+    ["id", "room", "user", "text", "ts"],
+    id=_INT,
+    room=_STR,
+    user=_STR,
+    text=_STR,
+    ts={"type": "number"},
+    edited={"type": "number"},
+    deleted=_BOOL,
+    offset=_INT,
+    epoch=_STR,
+)
+_ROOM = _obj(
+    ["name", "channel", "messages", "online"],
+    name=_STR,
+    channel=_STR,
+    messages=_INT,
+    online=_INT,
+    created_at={"type": "number"},
+    last_message_at={"type": ["number", "null"]},
+)
+
+# The applications' methods, documented when the application is on.
+APP_METHODS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "notify": (
+        "Store a notification in users' inboxes and push it to their connections. Give "
+        "exactly one of user, users or everyone (every user who ever connected).",
+        _obj(
+            ["body"],
+            user=_STR,
+            users={"type": "array", "items": _STR},
+            everyone=_BOOL,
+            title=_STR,
+            body=_STR,
+            data=_ANY,
+            link={"type": "string", "description": "http(s) URL or a path starting with /"},
+        ),
+        _obj(
+            ["count", "notifications"],
+            count=_INT,
+            notifications={"type": "array", "items": _obj(["id", "user"], id=_INT, user=_STR)},
+        ),
+    ),
+    "chat_create_room": (
+        "Create a chat room unless it exists.",
+        _obj(["room"], room=_STR),
+        _obj(["room", "created"], room=_ROOM, created=_BOOL),
+    ),
+    "chat_rooms": (
+        "Every chat room with its message count and online users.",
+        _obj([]),
+        _obj(["rooms"], rooms={"type": "array", "items": _ROOM}),
+    ),
+    "chat_history": (
+        "A page of a room's archive, oldest first; before = a message id to page backwards.",
+        _obj(["room"], room=_STR, limit=_INT, before=_INT),
+        _obj(["messages"], messages={"type": "array", "items": _MESSAGE}),
+    ),
+    "chat_send": (
+        "Send a message to a room as a user: stored, then published to the room.",
+        _obj(["room", "user", "text"], room=_STR, user=_STR, text=_STR),
+        _obj(["message"], message=_MESSAGE),
+    ),
+}
+
 _ERROR = _obj(
     ["code", "message"],
     code={"type": "integer", "description": "100 internal, 102 unknown channel, 104 not "
@@ -138,10 +204,13 @@ _ERROR = _obj(
 )  # fmt: skip
 
 
-def openapi_document(prefix: str) -> dict[str, Any]:
-    """The OpenAPI document for an API served under ``prefix``."""
+def openapi_document(prefix: str, served: Iterable[str] = ()) -> dict[str, Any]:
+    """The OpenAPI document for an API served under ``prefix``: the built-in methods and the
+    applications' methods among ``served``."""
     paths: dict[str, Any] = {}
-    for name, (summary, request, result) in METHODS.items():
+    methods = dict(METHODS)
+    methods.update({name: APP_METHODS[name] for name in served if name in APP_METHODS})
+    for name, (summary, request, result) in methods.items():
         paths[f"{prefix}/{name}"] = {
             "post": {
                 "operationId": name,
