@@ -121,7 +121,7 @@ def _payload(claims: dict[str, Any], name: str) -> msgspec.Raw:
             raise TokenInvalid(f"b64{name} is not base64") from None
         try:
             msgspec.json.decode(decoded)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             # This server speaks JSON: binary payloads cannot be embedded in JSON frames.
             raise TokenInvalid(f"b64{name} must hold JSON for JSON clients") from None
         return msgspec.Raw(decoded.replace(b"\n", b"")) if decoded else EMPTY

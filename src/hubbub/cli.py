@@ -16,13 +16,21 @@ from collections.abc import Sequence
 from types import FrameType
 
 from hubbub import __version__, logs
-from hubbub.commands import bench, listen, publish
+from hubbub.commands import bench, chat, listen, notify, publish
 from hubbub.commands.common import CommandError
 from hubbub.config import ConfigError, Settings, load_settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+# Commands that talk to a running server; they read --config only for its secret or API key.
+_CLIENT_COMMANDS = {
+    "listen": listen.run,
+    "publish": publish.run,
+    "notify": notify.run,
+    "chat": chat.run,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,12 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--dev", action="store_true", help="use the development secret")
     listen.add_parser(commands)
     publish.add_parser(commands)
+    notify.add_parser(commands)
+    chat.add_parser(commands)
     bench.add_parser(commands)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    if args.command in ("listen", "publish"):
+    if args.command in _CLIENT_COMMANDS:
         return load_settings(args.config)
     overrides: dict[str, object] = {}
     for name in ("host", "port", "log_level"):
@@ -177,10 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hubbub {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        if args.command == "listen":
-            return listen.run(args, settings)
-        if args.command == "publish":
-            return publish.run(args, settings)
+        if args.command in _CLIENT_COMMANDS:
+            return _CLIENT_COMMANDS[args.command](args, settings)
     except CommandError as exc:
         print(f"hubbub {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code

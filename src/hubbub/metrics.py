@@ -3,14 +3,17 @@
 The hot paths only bump plain counters (``node.counters``); this collector turns them, and the
 node's current state, into Prometheus families when scraped. Counter names in
 ``node.counters`` are ``<kind>`` or ``<kind>.<label value>``. Each app has its own registry, so
-several nodes can live in one process (tests, embedding).
+several nodes can live in one process (tests, embedding). The registry also holds the standard
+process metrics (``process_open_fds``, ``process_resident_memory_bytes``, ...) and the number
+of asyncio tasks, which is what a leak shows up in first.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -73,10 +76,18 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "hubbub_cluster_nodes", "Nodes heard from in the last 15 s.", value=1 + len(peers)
         )
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:
+            return  # scraped outside an event loop (a thread, a test): there is no task count
+        yield GaugeMetricFamily(
+            "hubbub_asyncio_tasks", "asyncio tasks alive in the serving event loop.", value=tasks
+        )
 
 
 def registry_for(node: Node) -> CollectorRegistry:
-    """A registry holding ``node``'s collector only."""
+    """A registry holding ``node``'s collector and the process metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(node))
+    ProcessCollector(registry=registry)
     return registry

@@ -132,7 +132,7 @@ def to_payload(data: object, *, binary: bool = False) -> msgspec.Raw:
     if isinstance(data, bytes | bytearray):
         try:
             msgspec.json.decode(data)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             raise error(ErrorCode.BAD_REQUEST, "bad request: data is not valid JSON") from None
         return raw_from_json(bytes(data))
     try:

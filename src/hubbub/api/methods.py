@@ -125,7 +125,7 @@ class ServerAPI:
             request = self._decoders[method].decode(body or b"{}")
         except msgspec.ValidationError as exc:
             raise _bad(str(exc)) from None
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             raise InvalidJSON(str(exc)) from None
         try:
             return await entry[1](request)
@@ -140,7 +140,7 @@ class ServerAPI:
             batch = msgspec.json.decode(body or b"{}", type=rq.BatchRequest)
         except msgspec.ValidationError as exc:
             return {"error": {"code": 107, "message": f"bad request: {exc}"}}
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             raise InvalidJSON(str(exc)) from None
 
         async def one(command: dict[str, msgspec.Raw]) -> Result:

@@ -78,7 +78,7 @@ def decode_args(data: bytes, kind: type[T]) -> T:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
         raise bad_request(str(exc)) from None
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         raise bad_request("arguments are not a JSON object") from None
 
 

@@ -1,9 +1,14 @@
-"""What the client subcommands share: where the server is, and which token to use."""
+"""What the client subcommands share: where the server is, which token or API key to use, and
+how to call the server HTTP API."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import urllib.error
+import urllib.request
+from typing import Any
 
 from hubbub.config import DEV_SECRET, Settings
 
@@ -49,3 +54,67 @@ def resolve_token(args: argparse.Namespace, settings: Settings) -> str:
     if not secret:
         raise UsageError("--user needs a secret to sign with: add --dev, or --config FILE")
     return mint_connection_token(secret, args.user)
+
+
+def add_api_options(parser: argparse.ArgumentParser) -> None:
+    """``--api``, ``--api-key`` and ``--config``: for commands that use the server HTTP API."""
+    parser.add_argument(
+        "--api", default=os.environ.get("HUBBUB_API", DEFAULT_API), help="API base URL"
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("HUBBUB_API_KEY", ""), help="API key (or config)"
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration (for its API key)")
+
+
+class APIRefused(CommandError):
+    """The server API answered with an error object: its ``code`` and ``message``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"refused: {message} ({code})")
+        self.code = code
+        self.message = message
+
+
+def call_api(
+    args: argparse.Namespace, settings: Settings, method: str, params: dict[str, Any]
+) -> Any:
+    """POST ``params`` to ``<--api>/<method>`` with the API key of ``--api-key``, else the
+    configuration's; the ``result`` of the answer.
+
+    Raises:
+        APIRefused: the API answered ``{"error": ...}``.
+        CommandError: the server could not be reached, refused the key, or did not answer with
+            the API's JSON.
+    """
+    key = args.api_key or settings.http_api.key
+    request = urllib.request.Request(
+        f"{args.api.rstrip('/')}/{method}",
+        data=json.dumps(params).encode(),
+        headers={"Content-Type": "application/json", **({"X-API-Key": key} if key else {})},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            reply = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise CommandError(
+                "the API key was refused: give --api-key or HUBBUB_API_KEY"
+            ) from None
+        # One line, whatever the body is (an HTML error page from a proxy, say).
+        body = " ".join(exc.read().decode(errors="replace").split())[:200]
+        raise CommandError(f"{args.api} answered HTTP {exc.code}: {body}") from None
+    except urllib.error.URLError as exc:
+        raise CommandError(
+            f"cannot reach {args.api} ({exc.reason}): is `hubbub serve` running?"
+        ) from None
+    except (OSError, ValueError) as exc:
+        # A reset connection, a timeout, or something that is not the API answering.
+        raise CommandError(f"no valid answer from {args.api}: {exc}") from None
+    if not isinstance(reply, dict):
+        raise CommandError(f"{args.api} did not answer like the hubbub API")
+    if "error" in reply:
+        error = reply["error"]
+        raise APIRefused(int(error.get("code", 0)), str(error.get("message", "")))
+    return reply.get("result", {})

@@ -38,7 +38,7 @@ def decode_commands(frame: bytes) -> list[Command]:
     for line in frame.split(b"\n"):
         try:
             commands.append(_command_decoder.decode(line))
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             raise disconnect(DisconnectCode.BAD_REQUEST, f"bad request: {exc}") from None
     return commands
 
@@ -56,7 +56,7 @@ def decode_command(line: bytes) -> Command:
     """Decode one command line; raises :class:`Disconnect` 3501 when it is not a command."""
     try:
         return _command_decoder.decode(line)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         # RecursionError: JSON nested deeper than the decoder goes (a hostile payload).
         raise disconnect(DisconnectCode.BAD_REQUEST, f"bad request: {exc}") from None
 
