@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit test-deps proto bench clean
+.PHONY: run test lint typecheck unit test-deps proto bench soak churn autobahn clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ test-deps:
 ## bench: the fan-out benchmark (JSON next to Protobuf); results go in docs/benchmarks.md
 bench: $(STAMP)
 	$(BIN)/python benchmarks/fanout.py --subscribers 100 1000 --rate 50 --seconds 5 --cluster
+
+## soak: 10,000 connections under traffic for 2 minutes; RSS, descriptors and tasks must stay flat (docs/soak.md)
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --connections 10000 --seconds 120
+
+## churn: connect/subscribe/leave at full speed for a minute next to 1,000 steady connections; nothing left behind (docs/soak.md)
+churn: $(STAMP)
+	$(BIN)/python benchmarks/churn.py --seconds 60 --background 1000
+
+## autobahn: the Autobahn|Testsuite cases 1-10 against hubbub serve, with the summary (docs/autobahn.md)
+autobahn: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -s tests/integration/test_autobahn.py
 
 ## proto: regenerate the Protobuf classes from src/hubbub/protocol/client.proto
 proto: $(STAMP)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages: redis-server and the PostgreSQL
 # server binaries (the tests start private servers of their own on free ports), Chromium (for
-# the browser tests), Node.js with npm, and the npm packages of tests/js (the `centrifuge`
-# client and `ws`, from tests/js/package-lock.json). Missing system packages come from apt-get.
+# the browser tests), tmux (the terminal chat is tested in real terminals), Node.js with npm,
+# and the npm packages of tests/js (the `centrifuge` client and `ws`, from
+# tests/js/package-lock.json). Missing system packages come from apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -16,6 +17,7 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bi
   install_postgresql=yes
 fi
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$install_postgresql" = yes ]; then
     # The package would create and start a "main" cluster on port 5432; the tests never use

@@ -22,6 +22,7 @@ import uvicorn
 from hubbub.app import create_app
 from hubbub.config import Settings
 from hubbub.node import Node
+from hubbub.transports.serving import uvicorn_options
 
 # The kit hubbub offers its users (the `hub` fixture); hubbub's own tests use it where it fits.
 pytest_plugins = ["hubbub.testing"]
@@ -141,8 +142,7 @@ async def start_server() -> AsyncIterator[Callable[..., Any]]:
             port=0,
             lifespan="on",
             log_level="warning",
-            ws_max_size=settings.client.max_message_size,
-            ws_per_message_deflate=settings.websocket_compression,
+            **uvicorn_options(settings),
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve())

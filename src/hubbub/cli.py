@@ -105,6 +105,7 @@ def _serve(settings: Settings, workers: int = 1) -> int:
     import uvicorn
 
     from hubbub.app import SETTINGS_ENV, create_app
+    from hubbub.transports.serving import uvicorn_options
 
     logs.configure(settings.log_level, settings.log_format)
     log = logging.getLogger("hubbub")
@@ -114,11 +115,9 @@ def _serve(settings: Settings, workers: int = 1) -> int:
             "open; do not expose this server"
         )
     options: dict[str, object] = {
+        **uvicorn_options(settings),
         "host": settings.host,
         "port": settings.port,
-        "ws_max_size": settings.client.max_message_size,
-        # Compression costs CPU per connection per message and defeats encode-once fan-out.
-        "ws_per_message_deflate": settings.websocket_compression,
         "log_level": settings.log_level,
         "log_config": None,  # uvicorn logs through ours (text or JSON)
         "lifespan": "on",

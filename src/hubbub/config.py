@@ -182,6 +182,7 @@ class LimitSettings(_Section):
     command_rate: float = Field(default=50.0, ge=0)
     command_burst: int = Field(default=200, ge=1)
     rejections_before_disconnect: int = Field(default=20, ge=1)
+    header_timeout: float = Field(default=10.0, ge=0)
     trusted_proxies: list[str] = []
 
     @model_validator(mode="after")
@@ -317,6 +318,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     websocket_path: str = "/connection/websocket"
     websocket_compression: bool = False
+    transport: Literal["native", "asgi"] = "native"
+    write_delay: float = Field(default=0.0, ge=0, le=0.1)
     shutdown_drain_period: float = Field(default=5.0, ge=0, le=300)
     token: TokenSettings = TokenSettings()
     client: ClientSettings = ClientSettings()

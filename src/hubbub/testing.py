@@ -42,6 +42,7 @@ from hubbub.config import Settings, StoreSettings, TokenSettings
 from hubbub.hub import Hub as ServerHub
 from hubbub.node import Node
 from hubbub.store import Notification
+from hubbub.transports.serving import uvicorn_options
 
 __all__ = ["FakeClock", "Hub", "TestClient", "advance", "hub_settings", "run_hub"]
 
@@ -177,13 +178,15 @@ async def run_hub(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # Your own app is served as written; hubbub's app the way `hubbub serve` serves it.
+    options = uvicorn_options(node.settings) if app is None else {"ws_per_message_deflate": False}
     config = uvicorn.Config(
         app if app is not None else create_app(hub=server_hub),
         host="127.0.0.1",
         port=port,
         log_level="warning",
         lifespan="on",
-        ws_per_message_deflate=False,
+        **options,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())

@@ -24,19 +24,21 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "notify",
         help="send a notification to users (HTTP API)",
         description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="examples:\n  hubbub notify alice 'Your export is ready' --link /exports/7\n"
+        "  hubbub notify alice 'Standup in 5' --to bob --to carol --title Reminder\n"
+        "  hubbub notify --everyone 'Maintenance at 22:00'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("user", metavar="USER", nargs="?", help="recipient (not with --everyone)")
     parser.add_argument("text", metavar="TEXT", help="the notification's body")
     parser.add_argument(
         "--to", action="append", default=[], metavar="USER", help="another recipient (repeatable)"
     )
-    parser.add_argument(
-        "--everyone", action="store_true", help="every user who has ever connected"
-    )
+    parser.add_argument("--everyone", action="store_true", help="every user who has ever connected")
     parser.add_argument("--title", default="", help="a short headline")
     parser.add_argument("--link", default="", help="an http(s) URL or a path starting with /")
     parser.add_argument(
-        "--data", metavar="JSON", help='JSON for the application, e.g. \'{"order": 7}\''
+        "--data", metavar="JSON", help="JSON for the application, e.g. '{\"order\": 7}'"
     )
     add_api_options(parser)
 

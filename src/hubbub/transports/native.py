@@ -1,0 +1,536 @@
+"""The native WebSocket transport: the client protocol straight on the event loop's sockets.
+
+``hubbub serve`` runs it inside uvicorn as the WebSocket protocol class (``ws=``): uvicorn
+parses the HTTP request and hands an upgrade over; for the hubbub endpoint this class takes the
+socket, for any other WebSocket route (the tutorial's ``/ws/{client_id}``, routes of an
+embedding app) it hands the connection to uvicorn's own WebSocket protocol, which serves it
+through the ASGI app as before.
+
+Why a transport of its own: through ASGI every message is an ``await send(...)`` that frames it
+again for each subscriber. Here a publication is framed once (the fan-out hands every
+subscriber the same bytes object, so a one-entry cache turns thousands of frame builds into
+one), appended to each connection's pending list without a task, future or await, and all
+connections touched in one loop iteration are flushed together: one ``transport.write`` per
+connection per iteration, however many messages it got. Under load that batches several
+messages into one write, which is where the kernel's per-``send`` cost is saved.
+
+Incoming frames go through the sans-I/O protocol of ``websockets`` (handshake, masking,
+fragmentation, UTF-8 validation, control frames and the close handshake), which is strict and
+well tested; only the outgoing data path is written here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections import deque
+from typing import Any, cast
+from urllib.parse import parse_qs
+
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from hubbub.limits import client_address
+from hubbub.node import Node
+from hubbub.protocol.codec import JSON, PROTOBUF, Codec
+from hubbub.protocol.codes import DisconnectCode, disconnect
+from hubbub.session import Session
+from hubbub.transports.asgi import JSON_SUBPROTOCOL, PROTOBUF_SUBPROTOCOL, origin_allowed
+
+log = logging.getLogger("hubbub.transport")
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds a closing connection waits for the peer's close frame before the socket is cut."""
+
+_INBOX_HIGH = 64  # received messages waiting for the session before reading pauses
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One unfragmented, unmasked server frame (RFC 6455 5.2)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x80 | opcode, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
+
+
+class _FrameCache:
+    """The last payload framed: fan-out passes one bytes object to every subscriber in turn."""
+
+    __slots__ = ("framed", "opcode", "payload")
+
+    def __init__(self) -> None:
+        self.payload: bytes | None = None
+        self.opcode = 0
+        self.framed = b""
+
+    def get(self, payload: bytes, opcode: int) -> bytes:
+        if payload is self.payload and opcode == self.opcode:
+            return self.framed
+        self.payload, self.opcode = payload, opcode
+        self.framed = frame(opcode, payload)
+        return self.framed
+
+
+_cache = _FrameCache()
+
+
+class _Flusher:
+    """Writes what connections queued during one loop iteration: one write per connection.
+
+    Args:
+        delay: 0 flushes at the end of the current iteration; a few milliseconds batch harder
+            under load at the cost of that much latency.
+    """
+
+    __slots__ = ("_dirty", "_scheduled", "delay")
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._dirty: list[NativeWebSocketProtocol] = []
+        self._scheduled = False
+
+    def mark(self, conn: NativeWebSocketProtocol) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            loop = asyncio.get_running_loop()
+            if self.delay > 0:
+                loop.call_later(self.delay, self._run)
+            else:
+                loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for conn in dirty:
+            conn.flush()
+
+
+_flushers: dict[float, _Flusher] = {}
+
+
+def _find_node(app: Any) -> Node:
+    """The node behind uvicorn's app (which may be wrapped in middleware)."""
+    seen = 0
+    while app is not None and seen < 16:
+        state = getattr(app, "state", None)
+        node = getattr(state, "node", None)
+        if isinstance(node, Node):
+            return node
+        app = getattr(app, "app", None)
+        seen += 1
+    raise RuntimeError("the native transport needs an app made by hubbub.create_app")
+
+
+def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Any:
+    # Protobuf when offered, else JSON when offered; clients offering neither speak JSON.
+    for name in (PROTOBUF_SUBPROTOCOL, JSON_SUBPROTOCOL):
+        if name in offered:
+            return name
+    return None
+
+
+class NativeWebSocketProtocol(asyncio.Protocol):
+    """One WebSocket connection: an asyncio protocol with uvicorn's WebSocket class interface.
+
+    As a :class:`~hubbub.transports.base.Transport` it is what its session writes to.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any] | None = None,
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._config = config
+        self._server_state = server_state
+        self._app_state = app_state or {}
+        self.node = _find_node(config.loaded_app)
+        settings = self.node.settings
+        self._max_bytes = settings.client.queue_max_size
+        delay = settings.write_delay
+        self._flusher = _flushers.get(delay) or _flushers.setdefault(delay, _Flusher(delay))
+        self._transport: asyncio.Transport | None = None
+        self._ws: ServerProtocol | None = None
+        self._session: Session | None = None
+        self._opcode = Opcode.TEXT.value
+        self._binary = False
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._dirty = False
+        self._closing = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._fragments: list[bytes] = []
+        self._inbox: deque[bytes] = deque()
+        self._reader: asyncio.Task[None] | None = None
+        self._paused = False
+        self._ip = ""
+        self._remote = ""
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_seen = True
+        self._other: asyncio.Protocol | None = None
+
+    # -----------------------------------------------------------------------------------------
+    # Transport (what the session sees)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def write(self, data: bytes) -> None:
+        if self._closing:
+            return
+        framed = _cache.get(data, self._opcode)
+        self._pending.append(framed)
+        self._pending_size += len(framed)
+        if self._pending_size > self._max_bytes:
+            self._overflow()
+            return
+        if not self._dirty:
+            self._dirty = True
+            self._flusher.mark(self)
+
+    def flush(self) -> None:
+        """Write everything pending in one go (called once per loop iteration)."""
+        self._dirty = False
+        transport = self._transport
+        if not self._pending or transport is None or transport.is_closing():
+            self._pending.clear()
+            self._pending_size = 0
+            return
+        pending = self._pending
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        pending.clear()
+        self._pending_size = 0
+        if not self._closing and transport.get_write_buffer_size() > self._max_bytes:
+            # The peer reads slower than we publish: its kernel buffer is full and ours keeps
+            # growing. Drop it rather than hold unbounded memory; it reconnects and recovers.
+            self._overflow()
+
+    def _overflow(self) -> None:
+        self._pending.clear()
+        self._pending_size = 0
+        if self._session is not None:
+            self._session.slow()
+        slow = disconnect(DisconnectCode.SLOW)
+        self.close(slow.code, slow.reason)
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.flush()
+        ws, transport = self._ws, self._transport
+        if ws is None or transport is None:
+            return
+        # The peer may have closed first: the close handshake is then already under way.
+        with contextlib.suppress(InvalidState):
+            ws.send_close(code, reason)
+        self._send_out()
+        self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -----------------------------------------------------------------------------------------
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses but have its interface.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = self._transport.get_extra_info("peername") or ("", 0)
+        self._remote = f"{peer[0]}:{peer[1]}"
+        self._ip = str(peer[0])
+
+    def data_received(self, data: bytes) -> None:
+        if self._other is not None:
+            self._other.data_received(data)
+            return
+        ws = self._ws
+        if ws is None:
+            self._handshake(data)
+            return
+        ws.receive_data(data)
+        self._events()
+
+    def eof_received(self) -> bool | None:
+        if self._other is not None:
+            return self._other.eof_received()
+        if self._ws is not None:
+            self._ws.receive_eof()
+            self._events()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._other is not None:
+            self._other.connection_lost(exc)
+            return
+        self._closing = True
+        self._pending.clear()
+        self._server_state.connections.discard(self)
+        for timer in (self._close_timer, self._ping_timer):
+            if timer is not None:
+                timer.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+        session = self._session
+        if session is None:
+            return
+        self._session = None
+        node = self.node
+        node.open_sockets -= 1
+        node.sockets_by_ip[self._ip] -= 1
+        if not node.sockets_by_ip[self._ip]:
+            del node.sockets_by_ip[self._ip]
+        node.spawn(session.closed())
+
+    def pause_writing(self) -> None:
+        # Ours: the buffer size is checked at every flush instead.
+        if self._other is not None:
+            self._other.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._other is not None:
+            self._other.resume_writing()
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: close like a drain does (3001, clients reconnect elsewhere)."""
+        if self._session is not None:
+            self._session.close(disconnect(DisconnectCode.SHUTDOWN))
+        elif self._transport is not None:
+            self._transport.close()
+
+    # -----------------------------------------------------------------------------------------
+    # Handshake
+
+    def _handshake(self, head: bytes) -> None:
+        node = self.node
+        transport = self._transport
+        assert transport is not None
+        ws = ServerProtocol(
+            select_subprotocol=_select_subprotocol,
+            max_size=node.settings.client.max_message_size,
+            logger=log,
+        )
+        ws.receive_data(head)
+        events = ws.events_received()
+        request = events[0] if events else None
+        if not isinstance(request, Request):
+            transport.close()
+            return
+        path, _, query_string = request.path.partition("?")
+        if path != node.settings.websocket_path:
+            self._hand_over(head)
+            return
+        self._ws = ws
+        headers = request.headers
+        limits = node.settings.limits
+        self._ip = client_address(
+            self._ip, headers.get("X-Forwarded-For", ""), limits.trusted_proxies
+        )
+        refusal = ""
+        if node.draining:
+            # Shutting down: refuse, so the client's reconnect lands on another node.
+            refusal, status = "shutting down", 503
+        elif (limits.max_connections and node.open_sockets >= limits.max_connections) or (
+            limits.connections_per_ip and node.sockets_by_ip[self._ip] >= limits.connections_per_ip
+        ):
+            log.warning("refused WebSocket from %s: connection limit", self._remote)
+            node.counters["handshake.connection_limit"] += 1
+            refusal, status = "connection limit", 503
+        else:
+            origin = headers.get("Origin", "")
+            allowed = node.settings.client.allowed_origins
+            if not origin_allowed(origin, headers.get("Host", ""), allowed):
+                log.warning(
+                    "refused WebSocket from %s: origin %r not allowed", self._remote, origin
+                )
+                node.counters["handshake.origin_refused"] += 1
+                refusal, status = "origin not allowed", 403
+        response = ws.reject(status, refusal + "\n") if refusal else ws.accept(request)
+        ws.send_response(response)
+        self._send_out()
+        if response.status_code != 101:
+            if not refusal:
+                node.counters["handshake.invalid"] += 1
+                log.info("bad WebSocket handshake from %s: %s", self._remote, ws.handshake_exc)
+            transport.close()
+            return
+        query = parse_qs(query_string)
+        wants_protobuf = response.headers.get("Sec-WebSocket-Protocol") == PROTOBUF_SUBPROTOCOL
+        wants_protobuf = wants_protobuf or "protobuf" in (
+            query.get("format", []) + query.get("cf_protocol", [])
+        )
+        codec: Codec = PROTOBUF if wants_protobuf else JSON
+        self._binary = codec.binary
+        self._opcode = Opcode.BINARY.value if codec.binary else Opcode.TEXT.value
+        frame_pings = query.get("cf_ws_frame_ping_pong", [""])[0] == "true"
+        node.open_sockets += 1
+        node.sockets_by_ip[self._ip] += 1
+        self._server_state.connections.add(self)
+        # With WebSocket-level pings the client answers at the frame layer; app pings are off.
+        session = Session(node, self, codec=codec, app_pings=not frame_pings, remote=self._remote)
+        self._session = session
+        session.start()
+        node.counters[f"connections.{codec.name}"] += 1
+        if frame_pings:
+            self._arm_frame_ping()
+
+    def _arm_frame_ping(self) -> None:
+        interval = self.node.settings.client.ping_interval
+        self._ping_timer = asyncio.get_running_loop().call_later(interval, self._frame_ping)
+
+    def _frame_ping(self) -> None:
+        """WebSocket-level heartbeat for clients that asked for it: a ping per interval; no
+        pong since the previous one closes the connection (3012)."""
+        if self._closing or self._ws is None or self._session is None:
+            return
+        if not self._pong_seen:
+            self._session.close(disconnect(DisconnectCode.NO_PONG))
+            return
+        self._pong_seen = False
+        self._ws.send_ping(b"")
+        self._send_out()
+        self._arm_frame_ping()
+
+    def _hand_over(self, head: bytes) -> None:
+        """Another WebSocket route: uvicorn's own protocol serves it through the ASGI app."""
+        from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+        assert AutoWebSocketsProtocol is not None and self._transport is not None
+        other = AutoWebSocketsProtocol(
+            config=self._config, server_state=self._server_state, app_state=self._app_state
+        )
+        transport = self._transport
+        self._transport = None
+        self._other = other
+        other.connection_made(transport)
+        other.data_received(head)
+        # uvicorn installs this object as the socket's protocol after the handshake bytes
+        # are fed, so it stays in between and passes every event on.
+
+    # -----------------------------------------------------------------------------------------
+    # Frames in
+
+    def _events(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        for event in ws.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+        self._send_out()
+        if ws.parser_exc is not None and self._session is not None and not self._closing:
+            # Invalid framing, bad UTF-8, an oversized message: websockets already queued the
+            # close frame (1002, 1007, 1009); one line per offending connection, no traceback.
+            code = ws.close_sent.code if ws.close_sent is not None else 1002
+            log.info("closing %s: %s (%s)", self._remote, code, ws.parser_exc)
+            self.node.metrics_bad_input(code)
+            self.node.metrics_disconnect(code)
+        if ws.state is not State.OPEN:
+            self._closing = True
+            if ws.state is State.CLOSED and self._transport is not None:
+                self._transport.close()
+            elif self._close_timer is None:
+                self._close_timer = asyncio.get_running_loop().call_later(
+                    CLOSE_TIMEOUT, self._abort
+                )
+
+    def _frame(self, event: Frame) -> None:
+        opcode = event.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if self._binary != (opcode is Opcode.BINARY):
+                kind = "text" if self._binary else "binary"
+                codec = "protobuf" if self._binary else "json"
+                if self._session is not None:
+                    self.node.metrics_bad_input(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+                    self._session.close(
+                        disconnect(
+                            DisconnectCode.INAPPROPRIATE_PROTOCOL,
+                            f"inappropriate protocol: {kind} frame on a {codec} connection",
+                        )
+                    )
+                return
+            if event.fin:
+                self._message(bytes(event.data))
+            else:
+                self._fragments = [bytes(event.data)]
+        elif opcode is Opcode.PONG:
+            self._pong_seen = True
+        elif opcode is Opcode.CONT:
+            self._fragments.append(bytes(event.data))
+            if event.fin:
+                data = b"".join(self._fragments)
+                self._fragments = []
+                self._message(data)
+
+    def _message(self, data: bytes) -> None:
+        if self._closing or self._session is None:
+            return
+        if not self._binary:
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in a text message")
+                return
+        self._inbox.append(data)
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+        if len(self._inbox) > _INBOX_HIGH and not self._paused and self._transport is not None:
+            # A client sending faster than its commands are handled waits in its own TCP
+            # buffer, not in our memory.
+            self._paused = True
+            self._transport.pause_reading()
+
+    async def _read(self) -> None:
+        """Hand received messages to the session in order. A task exists only while there is
+        something to handle, so idle connections cost no task."""
+        session = self._session
+        try:
+            while self._inbox and session is not None and not self._closing:
+                await session.handle_frame(self._inbox.popleft())
+                if self._paused and len(self._inbox) < _INBOX_HIGH // 2:
+                    self._paused = False
+                    if self._transport is not None:
+                        self._transport.resume_reading()
+        except Exception:
+            if session is not None:
+                session.log.exception("connection failed")
+                session.close(disconnect(DisconnectCode.INTERNAL))
+        finally:
+            self._reader = None
+            if self._closing:
+                self._inbox.clear()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close for a violation of the WebSocket protocol itself (not of the client protocol)."""
+        ws = self._ws
+        assert ws is not None
+        log.info("closing %s: %s (%s)", self._remote, code, reason)
+        self.node.metrics_bad_input(code)
+        self.node.metrics_disconnect(code)
+        self.flush()
+        self._closing = True
+        ws.fail(code, reason)
+        self._send_out()
+        if self._close_timer is None:
+            self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _send_out(self) -> None:
+        ws, transport = self._ws, self._transport
+        if ws is None or transport is None:
+            return
+        for data in ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                # websockets' signal that the close handshake is done on our side.
+                transport.write_eof()
