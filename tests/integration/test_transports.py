@@ -1,0 +1,95 @@
+"""Both transports serve the same protocol; the native one's own duties (handshake refusals,
+header deadline, WebSocket-level pings) over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import websockets
+
+from hubbub.auth import mint_connection_token
+from hubbub.client import connect
+from tests.conftest import SECRET, UNIT, RunningServer, suite_settings
+
+WAIT = 5 * UNIT
+
+
+@pytest.mark.parametrize("transport", ["native", "asgi"])
+async def test_a_burst_arrives_whole_and_in_order(start_server: Any, transport: str) -> None:
+    # (Protobuf over both transports: the centrifuge-python tests run in both formats.)
+    running: RunningServer = await start_server(suite_settings(transport=transport))
+    url = running.url
+    tokens = [mint_connection_token(SECRET, f"u{n}") for n in range(5)]
+    clients = [connect(url, token=t) for t in tokens]
+    async with clients[0] as a, clients[1] as b, clients[2] as c, clients[3] as d, clients[4] as e:
+        subs = [await x.subscribe("small:burst") for x in (a, b, c, d, e)]
+        # Published in one go: the native transport batches them per connection.
+        for n in range(300):
+            await running.node.publish("live:burst", {"n": n})
+            await running.node.publish("small:burst", {"n": n})
+        for sub in subs:
+            got = [(await asyncio.wait_for(anext(sub), WAIT)) for _ in range(300)]
+            assert [p.data["n"] for p in got] == list(range(300))  # type: ignore[union-attr]
+            assert [p.offset for p in got] == list(range(1, 301))  # type: ignore[union-attr]
+
+
+async def test_other_websocket_routes_still_go_through_asgi(server: RunningServer) -> None:
+    async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws/alice") as ws:
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "alice joined the chat"
+        await ws.send("hi")
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "You said: hi"
+
+
+async def test_slow_request_headers_are_cut_off(start_server: Any) -> None:
+    running: RunningServer = await start_server(suite_settings(limits={"header_timeout": 0.5}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    writer.write(b"GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    await writer.drain()
+    started = asyncio.get_running_loop().time()
+    for _ in range(30):  # a byte every 100 ms: never finishing the headers
+        writer.write(b"a")
+        await writer.drain()
+        if reader.at_eof():
+            break
+        try:
+            if await asyncio.wait_for(reader.read(1), 0.1) == b"":
+                break
+        except TimeoutError:
+            continue
+    elapsed = asyncio.get_running_loop().time() - started
+    assert elapsed < 2.5 * UNIT, f"still open after {elapsed:.1f} s"
+    assert running.node.counters["http.header_timeout"] == 1
+    writer.close()
+    # A normal client is unaffected.
+    async with websockets.connect(running.url) as ws:
+        token = mint_connection_token(SECRET, "ok")
+        await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+        assert "connect" in json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+
+
+async def test_websocket_level_pings_for_clients_that_ask(start_server: Any) -> None:
+    running: RunningServer = await start_server(
+        suite_settings(client={"ping_interval": 0.3, "pong_timeout": 0.1})
+    )
+    pings = 0
+
+    async with websockets.connect(running.url + "?cf_ws_frame_ping_pong=true") as ws:
+        original = ws.protocol.recv_frame  # count the server's pings as websockets sees them
+
+        def counting(frame: Any) -> None:
+            nonlocal pings
+            if frame.opcode.name == "PING":
+                pings += 1
+            original(frame)
+
+        ws.protocol.recv_frame = counting  # type: ignore[method-assign]
+        token = mint_connection_token(SECRET, "frames")
+        await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        assert "ping" not in reply["connect"]  # no application pings on this connection
+        await asyncio.sleep(1.2 * UNIT)
+        assert pings >= 2
+        assert ws.state.name == "OPEN"  # websockets answered every ping: still open
