@@ -92,6 +92,34 @@ class Session:
         remote: the peer address, for logs.
     """
 
+    # Slots: one session per connection, tens of thousands at once.
+    __slots__ = (
+        "_app_pings",
+        "_awaiting_pong",
+        "_bucket",
+        "_connect_failed",
+        "_expire_timer",
+        "_insecure",
+        "_ping_timer",
+        "_pong_timer",
+        "_rejected",
+        "_settings",
+        "_stale_timer",
+        "client_id",
+        "codec",
+        "expire_at",
+        "info",
+        "log",
+        "name",
+        "node",
+        "remote",
+        "state",
+        "subscriptions",
+        "transport",
+        "user",
+        "version",
+    )
+
     def __init__(
         self,
         node: Node,

@@ -25,14 +25,13 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections import deque
 from typing import Any, cast
 from urllib.parse import parse_qs
 
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 
 from hubbub.limits import client_address
@@ -143,6 +142,35 @@ class NativeWebSocketProtocol(asyncio.Protocol):
     As a :class:`~hubbub.transports.base.Transport` it is what its session writes to.
     """
 
+    # Slots: tens of thousands of these live at once; a __dict__ each would cost ~1 KiB.
+    __slots__ = (
+        "_app_state",
+        "_binary",
+        "_close_timer",
+        "_closing",
+        "_config",
+        "_dirty",
+        "_flusher",
+        "_fragments",
+        "_inbox",
+        "_ip",
+        "_max_bytes",
+        "_opcode",
+        "_other",
+        "_paused",
+        "_pending",
+        "_pending_size",
+        "_ping_timer",
+        "_pong_seen",
+        "_reader",
+        "_remote",
+        "_server_state",
+        "_session",
+        "_transport",
+        "_ws",
+        "node",
+    )
+
     def __init__(
         self,
         config: Any,
@@ -169,7 +197,8 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._fragments: list[bytes] = []
-        self._inbox: deque[bytes] = deque()
+        # A list, not a deque: an empty deque is a 64-slot block (~600 B) per connection.
+        self._inbox: list[bytes] = []
         self._reader: asyncio.Task[None] | None = None
         self._paused = False
         self._ip = ""
@@ -359,6 +388,11 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         response = ws.reject(status, refusal + "\n") if refusal else ws.accept(request)
         ws.send_response(response)
         self._send_out()
+        if response.status_code == 101 and not ws.reader.buffer:
+            # The handshake parser's frame keeps the request (headers: ~2 KiB) alive for the
+            # connection's lifetime; a fresh frame parser holds only what frames need.
+            ws.parser = Protocol.parse(ws)
+            next(ws.parser)
         if response.status_code != 101:
             if not refusal:
                 node.counters["handshake.invalid"] += 1
@@ -496,7 +530,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         session = self._session
         try:
             while self._inbox and session is not None and not self._closing:
-                await session.handle_frame(self._inbox.popleft())
+                await session.handle_frame(self._inbox.pop(0))
                 if self._paused and len(self._inbox) < _INBOX_HIGH // 2:
                     self._paused = False
                     if self._transport is not None:
