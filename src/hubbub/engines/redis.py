@@ -356,7 +356,9 @@ class RedisBroker:
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         handler = self._handler
-        if handler is None or not data:
+        if handler is None or not data or channel not in self._channels:
+            # Not (or no longer) subscribed: Redis may still deliver what it sent before it
+            # processed our UNSUBSCRIBE.
             return
         try:
             tag, body = data[:1], data[1:]

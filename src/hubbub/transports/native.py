@@ -88,18 +88,23 @@ class _Flusher:
             under load at the cost of that much latency.
     """
 
-    __slots__ = ("_dirty", "_scheduled", "delay")
+    __slots__ = ("_dirty", "_loop", "_scheduled", "delay")
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self._dirty: list[NativeWebSocketProtocol] = []
         self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def mark(self, conn: NativeWebSocketProtocol) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # A new event loop (a restarted server in one process): a flush scheduled on the
+            # old one will never run, so start over.
+            self._loop, self._dirty, self._scheduled = loop, [], False
         self._dirty.append(conn)
         if not self._scheduled:
             self._scheduled = True
-            loop = asyncio.get_running_loop()
             if self.delay > 0:
                 loop.call_later(self.delay, self._run)
             else:
