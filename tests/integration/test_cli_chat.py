@@ -24,6 +24,7 @@ import pytest
 
 from hubbub.auth import mint_connection_token
 from hubbub.client import Publication, connect
+from hubbub.commands.chat_state import Roster, Transcript
 from hubbub.config import DEV_SECRET
 from tests.conftest import UNIT
 
@@ -168,6 +169,48 @@ def test_help_of_both_commands() -> None:
     for command in ("notify", "chat"):
         result = hubbub(command, "--help")
         assert result.returncode == 0 and f"usage: hubbub {command}" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# What the chat remembers
+
+
+def test_transcript_prints_each_message_once_in_id_order() -> None:
+    transcript = Transcript()
+    assert transcript.add({"id": 5, "text": "a"}) and transcript.add({"id": 6, "text": "b"})
+    assert not transcript.add({"id": 5, "text": "a"})
+    archive = [
+        {"id": 8, "text": "d"},
+        {"id": 3, "text": "older than the screen"},
+        {"id": 6, "text": "b"},
+        {"id": 5, "text": "a2", "edited": 1.0},
+        {"id": 7, "text": "c"},
+    ]
+    shown = [(m["id"], change) for m, change in transcript.missing(archive)]
+    assert shown == [(5, "edit"), (7, ""), (8, "")]
+    assert transcript.missing(archive) == []  # read back again: nothing new
+    assert transcript.change({"id": 7, "deleted": True}, "delete")
+    assert not transcript.change({"id": 7, "deleted": True}, "delete")
+    assert (transcript.oldest, transcript.newest) == (5, 8)
+
+
+def test_roster_says_joined_and_left_once_per_user() -> None:
+    roster = Roster(grace=15)
+    roster.reset({"c1": {"user": "alice"}, "c2": {"user": "bob"}})
+    assert roster.event("bob", "c3", joined=True) is None  # a second tab
+    assert roster.event("bob", "c2", joined=False) is None
+    assert roster.event("bob", "c3", joined=False) == "left"
+    assert roster.event("carol", "c4", joined=True) == "joined"
+    assert roster.event("", "c5", joined=True) is None  # anonymous
+    # Our reconnect: carol is not back yet, dave came meanwhile.
+    assert roster.reconnected({"n1": {"user": "alice"}, "n2": {"user": "dave"}}, now=100) == [
+        "dave"
+    ]
+    assert roster.event("carol", "n3", joined=True) is None  # back within the grace
+    assert roster.expire(now=200) == []
+    roster.reconnected({"m1": {"user": "alice"}}, now=300)
+    assert roster.expire(now=314) == []
+    assert roster.expire(now=315) == ["carol", "dave"]
 
 
 # ---------------------------------------------------------------------------------------------

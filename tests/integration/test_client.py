@@ -160,3 +160,83 @@ async def test_reconnects_when_server_pings_stop(start_server: Any) -> None:
         position = await running.node.publish("news", {"after": "silence"})
         (item,) = await take(sub, 1)
         assert isinstance(item, hc.Publication) and item.offset == position.offset
+
+
+class Gate:
+    """A TCP proxy to the server that can cut every connection and answer new ones with an
+    HTTP 503 (a restarting server behind a load balancer) until it is opened again."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.open = True
+        self.refused = 0
+        self.port = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def cut(self) -> None:
+        self.open = False
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            self.refused += 1
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_refused_handshakes_are_retried_and_nothing_is_lost(server: RunningServer) -> None:
+    gate = Gate(server.port)
+    await gate.start()
+    url = f"ws://127.0.0.1:{gate.port}/connection/websocket"
+    states: list[tuple[float, hc.State]] = []
+    loop = asyncio.get_running_loop()
+    try:
+        async with hc.connect(url, token=token(), min_delay=0.05, max_delay=0.2) as client:
+            client.on_state(lambda state: states.append((loop.time(), state)))
+            sub = await client.subscribe("news")
+            await server.node.publish("news", {"n": 0})
+            cut_at = loop.time()
+            gate.cut()
+            for n in range(1, 6):
+                await server.node.publish("news", {"n": n})
+            for _ in range(int(100 * UNIT)):
+                if gate.refused >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert gate.refused >= 3, "the client stopped trying after refused handshakes"
+            # The loss was reported at once, not after the backoff.
+            lost = [t for t, state in states if state is hc.State.CONNECTING]
+            assert lost and lost[0] - cut_at < 1.0 * UNIT
+            gate.open = True
+            got = await take(sub, 6)
+            assert [item.data["n"] for item in got] == list(range(6))  # type: ignore[union-attr]
+            assert client.state is hc.State.CONNECTED
+    finally:
+        await gate.close()

@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from hubbub.client.events import ClientClosed, ReplyError, State
 from hubbub.client.subscription import Subscription, SubState
@@ -88,6 +88,7 @@ class Client:
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._was_connected = False
         self._closed: ClientClosed | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchdog: asyncio.TimerHandle | None = None
@@ -169,9 +170,12 @@ class Client:
         delay = self.min_delay
         while self._closed is None:
             self._set_state(State.CONNECTING)
+            self._was_connected = False
             try:
                 code, reason = await self._session()
-            except (OSError, ConnectionClosed, TimeoutError) as exc:
+            except (OSError, ConnectionClosed, TimeoutError, InvalidHandshake) as exc:
+                # Refused, reset, timed out, or an answer that is not a WebSocket handshake
+                # (a proxy's error page, a server restarting): all worth another try.
                 code, reason = 1006, str(exc) or type(exc).__name__
             except ClientClosed as exc:
                 self._finish(exc)
@@ -188,13 +192,16 @@ class Client:
             if not should_reconnect(code) or self._closed is not None:
                 self._finish(ClientClosed(code, reason))
                 return
+            # Listeners hear about the loss now, not after the backoff sleep: CONNECTING means
+            # "not connected, trying again" (DISCONNECTED is final).
+            self._set_state(State.CONNECTING)
+            if self._was_connected:
+                delay = self.min_delay  # a working connection ended: start the backoff over
             self.reconnects += 1
             wait = random.uniform(0, delay)  # full jitter
             log.info("reconnecting in %.2f s after %s %s", wait, code, reason)
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.max_delay)
-            if code == 0:
-                delay = self.min_delay
 
     async def _session(self) -> tuple[int, str]:
         """One connection: connect, resubscribe, read until it ends; its close code."""
@@ -243,6 +250,7 @@ class Client:
                 sub = self._subs[channel] = Subscription(self, channel)
             sub.on_subscribed(sub_result)
         self._connected.set()
+        self._was_connected = True
         self._set_state(State.CONNECTED)
         for sub in list(self._subs.values()):
             if sub.state is not SubState.UNSUBSCRIBED and sub.channel not in server_side:

@@ -37,7 +37,7 @@ from hubbub.client import (
     Subscription,
 )
 from hubbub.client.subscription import SubState
-from hubbub.commands.chat_state import Roster, Transcript
+from hubbub.commands.chat_state import Roster, Transcript, users_in
 from hubbub.commands.chat_view import (
     LineScreen,
     Screen,
@@ -120,6 +120,7 @@ class Chat:
         self.typing: dict[str, float] = {}  # user -> until when they show as typing
         self.exit_code = 0
         self._lost = False
+        self._leaving = False  # no more state news: closing the client is not "disconnected"
         self._typed_at = -TYPING_EVERY
         self._tasks: set[asyncio.Task[Any]] = set()
         self.screen: Screen
@@ -137,18 +138,20 @@ class Chat:
         self.client.on_state(self._on_state)
         self.sub.on_join_leave(self.queue.put_nowait)
         self.show(f"hubbub chat · room {self.room} · you are {self.me or 'anonymous'} · {url}")
-        self.show("Enter sends · /help lists commands · Ctrl-D leaves", "note")
+        self.show(self.screen.hint, "note")
         try:
             messages = await self._history(self.page)
             self.show(
-                f"-- last {_count(messages, 'message')} --" if messages else "-- no messages yet --"
+                f"-- last {_count(len(messages), 'message')} --"
+                if messages
+                else "-- no messages yet --"
             )
             for msg in messages:
                 self._message(msg)
-            await self._who()
+            await self._who(start=True)
         except ReplyError as exc:
             raise CommandError(f"cannot load room {self.room!r}: {exc.message}") from None
-        except _LOST:
+        except (*_LOST, ClientClosed):
             raise CommandError("the connection dropped while loading the room") from None
         for job in (self._pump(), self._consume(), self._tick()):
             self._spawn(job)
@@ -158,6 +161,7 @@ class Chat:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.queue.join(), 1.0)
         finally:
+            self._leaving = True
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -218,23 +222,27 @@ class Chat:
                 self.show(f"! unknown command /{clean(name)}; /help lists them", "error")
         except ReplyError as exc:
             self.show(f"! /{name}: {clean(exc.message)}", "error")
-        except _LOST:
+        except (*_LOST, ClientClosed):
             self.show(f"! /{name}: not connected to the server; try again", "error")
         return True
 
-    async def _who(self) -> None:
-        self.roster.reset(await self.client.presence(self.sub.channel))
-        self.show(f"online: {', '.join(clean(u) for u in self.roster.users) or 'nobody'}")
+    async def _who(self, *, start: bool = False) -> None:
+        """Print who is online now; on ``start`` that is who joins and leaves are news to."""
+        presence = await self.client.presence(self.sub.channel)
+        if start:
+            self.roster.reset(presence)
+        users = sorted(users_in(presence))
+        self.show(f"online: {', '.join(clean(u) for u in users) or 'nobody'}")
 
     async def _rooms(self) -> None:
         reply = await self.client.rpc("chat.rooms", {})
         rooms = reply.get("rooms", []) if isinstance(reply, dict) else []
-        self.show(f"{_count(rooms, 'room')}:")
+        self.show(f"{_count(len(rooms), 'room')}:")
         for room in rooms:
             mark = "*" if room.get("name") == self.room else " "
             self.show(
                 f" {mark} {clean(str(room.get('name')))}: {room.get('online', 0)} online, "
-                f"{room.get('messages', 0)} messages"
+                f"{_count(int(room.get('messages', 0)), 'message')}"
             )
 
     async def _earlier(self, arg: str) -> None:
@@ -247,7 +255,7 @@ class Chat:
         if not messages:
             self.show("-- no earlier messages --")
             return
-        self.show(f"-- {_count(messages, 'earlier message')} --")
+        self.show(f"-- {_count(len(messages), 'earlier message')} --")
         for msg in messages:
             self._message(msg)
         self.show("-- end of earlier messages --")
@@ -293,6 +301,8 @@ class Chat:
                 self.show(f"! {clean(exc.message)}", "error")
             except _LOST:
                 pass  # the next reconnect reads back whatever this missed
+            except ClientClosed:
+                pass  # the end of the subscription's iterator reports it
             finally:
                 self.queue.task_done()
 
@@ -383,6 +393,8 @@ class Chat:
         return [m for m in messages if isinstance(m, dict)]
 
     def _on_state(self, state: State) -> None:
+        if self._leaving:
+            return
         if state is State.CONNECTED and self._lost:
             self._lost = False
             self.queue.put_nowait(_Reconnected())
@@ -420,8 +432,8 @@ class Chat:
             await call
 
 
-def _count(items: list[Any], noun: str) -> str:
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _user_of(args: argparse.Namespace, token: str) -> str:

@@ -86,14 +86,9 @@ class Roster:
         self.members: dict[str, set[str]] = {}  # user -> client ids
         self.away: dict[str, float] = {}  # user -> when to say they left
 
-    @property
-    def users(self) -> list[str]:
-        """The users in the room, sorted."""
-        return sorted(self.members)
-
     def reset(self, presence: dict[str, Any]) -> None:
         """Take the room's presence (client id -> info with ``user``) as the truth, silently."""
-        self.members = _users_of(presence)
+        self.members = users_in(presence)
 
     def event(self, user: str, client: str, joined: bool) -> str | None:
         """A join or leave of one connection; ``"joined"``/``"left"`` when it is news."""
@@ -114,7 +109,7 @@ class Roster:
     def reconnected(self, presence: dict[str, Any], now: float) -> list[str]:
         """Our connection is back: take ``presence``; the users who joined meanwhile. Users
         missing now get ``grace`` seconds to return (see :meth:`expire`)."""
-        fresh = _users_of(presence)
+        fresh = users_in(presence)
         for user in self.members.keys() - fresh.keys():
             self.away.setdefault(user, now + self.grace)
         joined = []
@@ -134,7 +129,8 @@ class Roster:
         return [u for u in gone if u not in self.members]
 
 
-def _users_of(presence: dict[str, Any]) -> dict[str, set[str]]:
+def users_in(presence: dict[str, Any]) -> dict[str, set[str]]:
+    """The named users of a presence answer (client id -> info), with their client ids."""
     users: dict[str, set[str]] = {}
     for client, info in presence.items():
         user = info.get("user") if isinstance(info, dict) else None

@@ -88,6 +88,8 @@ def typing_label(users: list[str]) -> str:
 class Screen(Protocol):
     """Where the chat prints lines and reads what the user types."""
 
+    hint: str  # how to use it, one line
+
     def show(self, parts: Fragments | str, style: str = "text") -> None:
         """Print one line (fragments of (style name, plain text), or a string in ``style``)."""
 
@@ -115,6 +117,8 @@ class TerminalScreen:
         toolbar: called on every redraw (at least twice a second) for the toolbar's text.
         on_input: called with the input's text whenever it changes.
     """
+
+    hint = "Enter sends · /help lists commands · Ctrl-D leaves"
 
     def __init__(
         self, prompt: str, toolbar: Callable[[], str], on_input: Callable[[str], None]
@@ -167,6 +171,8 @@ class TerminalScreen:
 class LineScreen:
     """Plain lines on stdout, input lines from stdin (a pipe or a file); no toolbar, so
     connection changes are printed as lines."""
+
+    hint = "each line of input is sent · /help lists commands · the end of the input leaves"
 
     def __init__(self) -> None:
         self._lines: asyncio.Queue[str | None] = asyncio.Queue()
