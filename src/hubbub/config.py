@@ -181,6 +181,8 @@ class LimitSettings(_Section):
     max_connections: int = Field(default=100_000, ge=0)
     command_rate: float = Field(default=50.0, ge=0)
     command_burst: int = Field(default=200, ge=1)
+    user_command_rate: float = Field(default=200.0, ge=0)
+    user_command_burst: int = Field(default=800, ge=1)
     rejections_before_disconnect: int = Field(default=20, ge=1)
     header_timeout: float = Field(default=10.0, ge=0)
     trusted_proxies: list[str] = []

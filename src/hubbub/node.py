@@ -38,6 +38,7 @@ from hubbub.engines.base import (
     StreamPosition,
 )
 from hubbub.engines.memory import MemoryBroker, MemoryPresenceManager
+from hubbub.limits import TokenBucket
 from hubbub.protocol.codec import Codec
 from hubbub.protocol.codes import (
     Disconnect,
@@ -81,6 +82,12 @@ delay or refuse the connection, and its failure is logged, not sent to the clien
 SubscribeCheck = Callable[["Session", str], Awaitable[None]]
 """Asked before a client-side subscription to a channel is made; raising
 :class:`~hubbub.protocol.codes.ProtocolError` refuses it with that error."""
+
+
+def user_presence_key(user: str) -> str:
+    """Where a user's connections are counted in the presence manager: a name no channel can
+    have (channel names are printable ASCII), so it never mixes with a channel's presence."""
+    return "\x01connections#" + user
 
 
 class Subscriber(Protocol):
@@ -181,6 +188,7 @@ class Node:
         self._channels: dict[str, dict[str, Subscriber]] = {}
         self._users: dict[str, dict[str, Session]] = {}
         self._sessions: dict[str, Session] = {}
+        self._user_buckets: dict[str, TokenBucket] = {}
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started_at = time.monotonic()
@@ -273,6 +281,13 @@ class Node:
         while True:
             await asyncio.sleep(interval)
             for session in list(self._sessions.values()):
+                if session.user and self.settings.limits.connections_per_user:
+                    try:
+                        await self.presence_manager.add_presence(
+                            user_presence_key(session.user), session.info, ttl
+                        )
+                    except Exception:
+                        log.exception("presence refresh failed for user %r", session.user)
                 for sub in list(session.subscriptions.values()):
                     if sub.options.presence and sub.pending is None:
                         try:
@@ -439,6 +454,32 @@ class Node:
         """How many connections ``user`` has on this node."""
         return len(self._users.get(user, ()))
 
+    async def user_connections_everywhere(self, user: str) -> int:
+        """How many connections ``user`` has on every node (from the engine's presence; a
+        node that died stops counting after ``presence_ttl``)."""
+        stats = await self.presence_manager.presence_stats(user_presence_key(user))
+        return stats.num_clients
+
+    def user_bucket(self, user: str) -> TokenBucket | None:
+        """The command bucket ``user`` shares across connections, or None when off.
+
+        Each node allows its share of ``user_command_rate`` (the rate divided by the live
+        nodes), so the limit holds across nodes without a round trip per command.
+        """
+        limits = self.settings.limits
+        if not user or limits.user_command_rate <= 0:
+            return None
+        nodes = max(1, len(self._peers) + 1)
+        bucket = self._user_buckets.get(user)
+        if bucket is None:
+            bucket = TokenBucket(
+                limits.user_command_rate / nodes, limits.user_command_burst / nodes, self.clock
+            )
+            self._user_buckets[user] = bucket
+        else:
+            bucket.rate = limits.user_command_rate / nodes  # nodes come and go
+        return bucket
+
     @property
     def connection_count(self) -> int:
         return len(self._sessions)
@@ -454,6 +495,7 @@ class Node:
             conns.pop(session.client_id, None)
             if not conns:
                 del self._users[session.user]
+                self._user_buckets.pop(session.user, None)
 
     async def add_subscriber(self, channel: str, session: Subscriber) -> None:
         """Index ``session`` under ``channel``; the first local subscriber subscribes the node

@@ -12,6 +12,7 @@ the transport once the peer is gone) releases subscriptions and presence.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
@@ -25,7 +26,7 @@ from hubbub.clock import Timer
 from hubbub.config import ChannelOptions
 from hubbub.engines.base import HistoryFilter, StreamPosition
 from hubbub.limits import TokenBucket
-from hubbub.node import to_payload
+from hubbub.node import to_payload, user_presence_key
 from hubbub.protocol.codec import JSON, Codec
 from hubbub.protocol.codes import (
     UNSUBSCRIBE_REASONS,
@@ -192,6 +193,13 @@ class Session:
             await self._remove_subscription(channel)
         if was_connected:
             self.node.unregister_session(self)
+            if self.user and self.node.settings.limits.connections_per_user:
+                try:
+                    await self.node.presence_manager.remove_presence(
+                        user_presence_key(self.user), self.client_id, self.user
+                    )
+                except Exception as exc:  # the entry expires by itself
+                    self.log.warning("could not uncount the connection: %s", exc)
 
     # -----------------------------------------------------------------------------------------
     # Input
@@ -225,8 +233,10 @@ class Session:
                 raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: connect first")
         elif cmd.connect is not None:
             raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: already connected")
-        if not self._bucket.take():
-            # Too fast: a temporary error the client retries later; persistent abuse closes.
+        user_bucket = self.node.user_bucket(self.user) if self.user else None
+        if not self._bucket.take() or (user_bucket is not None and not user_bucket.take()):
+            # Too fast (this connection, or the user over all connections and nodes): a
+            # temporary error the client retries later; persistent abuse closes.
             self._rejected += 1
             if self._rejected >= self.node.settings.limits.rejections_before_disconnect:
                 raise disconnect(DisconnectCode.TOO_MANY_REQUESTS)
@@ -313,10 +323,22 @@ class Session:
             raise disconnect(DisconnectCode.CHANNEL_LIMIT)
 
         per_user = node.settings.limits.connections_per_user
-        if self.user and per_user and node.user_connections(self.user) >= per_user:
+        if (
+            self.user
+            and per_user
+            and (
+                node.user_connections(self.user) >= per_user
+                or await node.user_connections_everywhere(self.user) >= per_user
+            )
+        ):
             raise disconnect(DisconnectCode.CONNECTION_LIMIT)
         self.state = State.CONNECTED
         node.register_session(self)
+        if self.user and per_user:
+            # Counted where every node sees it; refreshed with presence, gone on close.
+            await node.presence_manager.add_presence(
+                user_presence_key(self.user), self.info, self._settings.presence_ttl
+            )
         results: dict[str, SubscribeResult] = {}
         activated: list[Subscription] = []
         try:
@@ -339,6 +361,11 @@ class Session:
                 await self._remove_subscription(sub.channel)
             self.state = State.CONNECTING
             node.unregister_session(self)
+            if self.user and per_user:
+                with contextlib.suppress(Exception):  # else it expires after presence_ttl
+                    await node.presence_manager.remove_presence(
+                        user_presence_key(self.user), self.client_id, self.user
+                    )
             raise
 
         result = ConnectResult(client=self.client_id, version=node.version, subs=results)

@@ -7,6 +7,7 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 from centrifuge import Client, PublicationContext
 
 from hubbub.auth import mint_connection_token
@@ -159,3 +160,40 @@ async def test_tutorial_room_spans_nodes(start_server: Any, redis_url: str) -> N
         assert await asyncio.wait_for(alice.recv(), WAIT) == "You said: hello from node one"
         assert await asyncio.wait_for(alice.recv(), WAIT) == "alice: hello from node one"
         assert await asyncio.wait_for(alice.recv(), WAIT) == "bob left the chat"
+
+
+async def test_per_user_limits_hold_across_nodes(start_server: Any, redis_url: str) -> None:
+    import hubbub.client as hc
+
+    prefix = f"limits-{uuid.uuid4().hex[:8]}"
+    settings = suite_settings(
+        engine="redis",
+        redis={"url": redis_url, "prefix": prefix},
+        limits={"connections_per_user": 2, "user_command_rate": 2, "user_command_burst": 20},
+    )
+    one, two = [await start_server(settings) for _ in range(2)]
+    for _ in range(int(100 * UNIT)):  # each node learns the other from its announcements
+        if len(one.node.info()) == 2 and len(two.node.info()) == 2:
+            break
+        await asyncio.sleep(0.05)
+    token = mint_connection_token(SECRET, "alice")
+    async with hc.connect(one.url, token=token) as a1, hc.connect(two.url, token=token) as a2:
+        # A third connection, on either node, is over the limit.
+        with pytest.raises(hc.ClientClosed) as refused:
+            async with hc.connect(two.url, token=token):
+                pass
+        assert refused.value.code == 3504
+        # Commands: the user's burst and rate are shared by both nodes (10 and 1/s each here);
+        # one node alone would allow the whole burst of 20.
+        accepted = 0
+        for client in (a1, a2):
+            for _ in range(25):
+                try:
+                    await client.presence_stats("news")
+                    accepted += 1
+                except hc.ReplyError as exc:
+                    assert exc.code == 111
+        assert 20 <= accepted <= 26, accepted  # the burst, plus what refilled meanwhile
+    # Closed connections no longer count.
+    async with hc.connect(two.url, token=token), hc.connect(two.url, token=token):
+        pass
