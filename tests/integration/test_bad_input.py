@@ -66,13 +66,29 @@ class Control:
         self.sent = 0
 
     async def check(self) -> None:
+        """Publish to the control channel and expect it next, promptly."""
         self.sent += 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         await self.server.node.publish("live:control", {"n": self.sent})
         while True:
             for msg in parse(await asyncio.wait_for(self.ws.recv(), WAIT)):
                 if "pub" in msg.get("push", {}):
                     assert msg["push"]["pub"]["data"] == {"n": self.sent}
+                    latency = loop.time() - started
+                    assert latency < 0.5 * UNIT, f"control latency {latency * 1000:.0f} ms"
                     return
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (the server under test runs in it)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+RSS_BOUND = 64 * 1024 * 1024
+"""What one abuse case may add to the process's memory: an unbounded buffer (a flood kept in
+memory, a huge message accepted) blows through this; ordinary allocator noise does not."""
 
 
 @pytest.fixture
@@ -83,9 +99,12 @@ async def control(server: RunningServer) -> AsyncIterator[Control]:
     assert reply == {"id": 2, "subscribe": {}}
     ctl = Control(server, ws)
     await ctl.check()
+    before = rss_bytes()
     yield ctl
     await ctl.check()
     await ws.close()
+    grown = rss_bytes() - before
+    assert grown < RSS_BOUND, f"the server grew by {grown / 2**20:.0f} MiB during the case"
 
 
 CLOSE_CASES = [
