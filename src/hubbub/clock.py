@@ -95,6 +95,11 @@ class FakeClock:
                 timer.callback()
         self._now = target
 
+    def stall(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` without running timers, as a busy event loop does
+        (a long garbage collection); the next :meth:`advance` runs the overdue ones late."""
+        self._now += seconds
+
     @property
     def pending(self) -> int:
         """How many timers are scheduled and not cancelled."""

@@ -102,6 +102,7 @@ class Session:
         "_expire_timer",
         "_insecure",
         "_ping_timer",
+        "_pong_deadline",
         "_pong_timer",
         "_rejected",
         "_settings",
@@ -150,6 +151,7 @@ class Session:
         self._stale_timer: Timer | None = None
         self._ping_timer: Timer | None = None
         self._pong_timer: Timer | None = None
+        self._pong_deadline = 0.0
         self._expire_timer: Timer | None = None
         self._settings = node.settings.client
         self._insecure = node.settings.development
@@ -899,6 +901,7 @@ class Session:
         clock = self.node.clock
         if self._settings.pong_timeout > 0 and not self._awaiting_pong:
             self._awaiting_pong = True
+            self._pong_deadline = clock.monotonic() + self._settings.pong_timeout
             self._pong_timer = clock.call_later(self._settings.pong_timeout, self._on_no_pong)
         self._ping_timer = clock.call_later(self._settings.ping_interval, self._on_ping_due)
 
@@ -916,8 +919,18 @@ class Session:
 
     def _on_no_pong(self) -> None:
         self._pong_timer = None
-        if self._awaiting_pong:
-            self.close(disconnect(DisconnectCode.NO_PONG))
+        if not self._awaiting_pong:
+            return
+        clock = self.node.clock
+        late = clock.monotonic() - self._pong_deadline
+        if late > 0.25 * self._settings.pong_timeout:
+            # The event loop was stalled (a long garbage collection, a slow callback): timers
+            # run before sockets are read, so the pong may be waiting unread. Look again
+            # after the sockets had their turn instead of closing a healthy connection.
+            self._pong_deadline = clock.monotonic() + 1.0
+            self._pong_timer = clock.call_later(1.0, self._on_no_pong)
+            return
+        self.close(disconnect(DisconnectCode.NO_PONG))
 
 
 _REQUESTS = (

@@ -285,6 +285,23 @@ async def test_meta_ttl_starts_a_new_epoch(engine: Engine) -> None:
     assert hist.position.offset == 0 and hist.publications == []
 
 
+async def test_a_stream_only_read_is_forgotten_after_the_history_ttl(engine: Engine) -> None:
+    # Every subscribe reads the position: channels nobody publishes to (personal channels)
+    # must not be kept for the meta TTL.
+    opts = engine.opts(ttl=5, meta=1000)
+    read = await engine.broker.history("quiet", HistoryFilter(), opts)
+    again = await engine.broker.history("quiet", HistoryFilter(), opts)
+    assert read.position == again.position  # a stable identity meanwhile
+    await engine.advance(7)
+    later = await engine.broker.history("quiet", HistoryFilter(), opts)
+    assert later.position.epoch != read.position.epoch and later.position.offset == 0
+    # Once published to, it keeps the meta TTL.
+    first = await engine.broker.publish("quiet", pub(1), opts)
+    await engine.advance(7)
+    kept = await engine.broker.history("quiet", HistoryFilter(), opts)
+    assert kept.position == first.position
+
+
 async def test_remove_history_keeps_position(engine: Engine) -> None:
     await publish_n(engine, "a", 3)
     before = (await engine.broker.history("a", HistoryFilter(), HISTORY)).position

@@ -226,6 +226,27 @@ async def test_ping_and_pong(hp: Harness) -> None:
     assert transport(session).close_code == DisconnectCode.NO_PONG
 
 
+async def test_a_stalled_loop_does_not_cost_the_pong(hp: Harness) -> None:
+    h = hp
+    session = await h.session()
+    advance_until_ping(h, session, 25)
+    # The loop stalls past the pong deadline (a long GC): the timer fires late, with the
+    # client's pong still unread; the session looks again after a moment.
+    h.clock.stall(12)
+    h.clock.advance(0)
+    assert transport(session).close_code is None
+    await send(session, {})  # the pong, read once the loop gets to the socket
+    h.clock.advance(1.5)
+    assert transport(session).close_code is None
+    # With no pong at all, the connection still closes: one second later.
+    advance_until_ping(h, session, 25)
+    h.clock.stall(12)
+    h.clock.advance(0)
+    assert transport(session).close_code is None
+    h.clock.advance(1.1)
+    assert transport(session).close_code == DisconnectCode.NO_PONG
+
+
 async def test_stray_pong_is_tolerated(hp: Harness) -> None:
     session = await hp.session()
     await send(session, {})

@@ -156,7 +156,13 @@ class MemoryBroker:
             return HistoryResult(publications=[], position=StreamPosition(0, ""))
         stream = self._streams.get(channel)
         if stream is None or stream.meta_expires_at <= now:
+            self._sweep(now)
             stream = self._stream(channel, opts, now)
+            if stream.top == 0:
+                # Created by a read (every subscribe reads the position): until something is
+                # published it only needs to outlive the history TTL, not the meta TTL, or
+                # every channel ever subscribed (each user's personal channel) stays for days.
+                stream.meta_expires_at = now + min(opts.history_ttl, opts.history_meta_ttl)
         else:
             stream.prune(now)
         position = StreamPosition(stream.top, stream.epoch)

@@ -458,7 +458,9 @@ class RedisBroker:
                 keys=[self._key("meta", channel), self._key("stream", channel)],
                 args=[
                     _new_epoch(),
-                    _ms(opts.history_meta_ttl),
+                    # A stream created by a read (every subscribe reads the position) needs
+                    # to outlive the history TTL only, until something is published to it.
+                    _ms(min(opts.history_ttl, opts.history_meta_ttl)),
                     _ms(opts.history_ttl),
                     start,
                     end,

@@ -467,11 +467,17 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             if isinstance(event, Frame):
                 self._frame(event)
         self._send_out()
-        if ws.parser_exc is not None and self._session is not None and not self._closing:
+        exc = ws.parser_exc
+        if (
+            exc is not None
+            and not isinstance(exc, EOFError)  # the peer went away: a 1006, not bad input
+            and self._session is not None
+            and not self._closing
+        ):
             # Invalid framing, bad UTF-8, an oversized message: websockets already queued the
             # close frame (1002, 1007, 1009); one line per offending connection, no traceback.
             code = ws.close_sent.code if ws.close_sent is not None else 1002
-            log.info("closing %s: %s (%s)", self._remote, code, ws.parser_exc)
+            log.info("closing %s: %s (%s)", self._remote, code, exc)
             self.node.metrics_bad_input(code)
             self.node.metrics_disconnect(code)
         if ws.state is not State.OPEN:
