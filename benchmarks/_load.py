@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -205,15 +207,38 @@ class Server:
 
 
 class Publisher:
-    """Publishes through the HTTP API on one keep-alive connection."""
+    """Publishes through the HTTP API at a fixed rate, on one keep-alive connection, in a thread
+    of its own: a slow server delays publications, never the sampling."""
 
-    def __init__(self, port: int, channels: list[str]) -> None:
+    def __init__(self, port: int, channels: list[str], rate: float) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         self.channels = channels
+        self.rate = rate
         self.published: Counter[str] = Counter()
         self.errors = 0
         self.count = 0
         self.latencies: list[float] = []
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> float:
+        """Stop publishing; returns the seconds it published for."""
+        self._stop.set()
+        self._thread.join(30)
+        return self.seconds
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._stop.is_set():
+            due = int((time.monotonic() - start) * self.rate) + 1
+            while self.count < due and not self._stop.is_set():
+                self.publish_next()
+            self._stop.wait(0.002)
+        self.seconds = time.monotonic() - start
 
     def publish_next(self) -> None:
         channel = self.channels[self.count % len(self.channels)]
@@ -325,10 +350,12 @@ class Growth:
         )
 
 
-def growth(samples: list[Sample], slack: int = COUNT_SLACK) -> list[Growth]:
+def growth(
+    samples: list[Sample], slack: int = COUNT_SLACK, task_slack: int | None = None
+) -> list[Growth]:
     """Peak of the first third against peak of the last third of ``samples`` (already past the
-    warm-up); ``slack``: how much descriptors and tasks may move without a leak (connections
-    in flight)."""
+    warm-up); ``slack``: how much descriptors may move without a leak (connections in flight),
+    ``task_slack`` the same for tasks (default ``slack``)."""
     third = max(1, len(samples) // 3)
     first, last = samples[:third], samples[-third:]
     xs = [s.t for s in samples]
@@ -342,7 +369,8 @@ def growth(samples: list[Sample], slack: int = COUNT_SLACK) -> list[Growth]:
         a = max(float(getattr(s, attr)) for s in first)
         b = max(float(getattr(s, attr)) for s in last)
         tolerance = RSS_TOLERANCE if attr == "rss_kib" else COUNT_TOLERANCE
-        allowed = a * tolerance if attr == "rss_kib" else max(slack, a * tolerance)
+        room = task_slack if attr == "tasks" and task_slack is not None else slack
+        allowed = a * tolerance if attr == "rss_kib" else max(room, a * tolerance)
         out.append(Growth(name, unit, a, b, min(ys), max(ys), slope_per_minute(xs, ys), allowed))
     return out
 
@@ -353,11 +381,16 @@ GROWTH_HEADER = (
 )
 
 
-def verdict(rows: list[Growth], slack: int = COUNT_SLACK) -> str:
+def verdict(rows: list[Growth], slack: int = COUNT_SLACK, task_slack: int | None = None) -> str:
     bad = [g.name for g in rows if not g.ok]
+    counts = (
+        f"fds and tasks +max({slack}, {COUNT_TOLERANCE:.1%})"
+        if task_slack is None or task_slack == slack
+        else f"fds +max({slack}, {COUNT_TOLERANCE:.1%}), tasks +max({task_slack}, "
+        f"{COUNT_TOLERANCE:.1%})"
+    )
     tolerance = (
-        f"tolerance: RSS +{RSS_TOLERANCE:.0%}, fds and tasks +max({slack}, "
-        f"{COUNT_TOLERANCE:.1%}), peak of the last third against the first"
+        f"tolerance: RSS +{RSS_TOLERANCE:.0%}, {counts}, peak of the last third against the first"
     )
     if bad:
         return f"verdict: GROWTH in {', '.join(bad)} ({tolerance})"
@@ -500,25 +533,31 @@ async def hold_connections(
 
 
 async def churn_connections(
-    url: str, worker: int, loops: int, stop: Any, started: Any
+    url: str, worker: int, loops: int, stop: Any, started: Any, fresh_users: bool = True
 ) -> WorkerReport:
     """Connect, subscribe and leave in ``loops`` concurrent loops until ``stop`` is set.
 
-    Cycles rotate through three ways of leaving: a clean close handshake after the subscribe
-    reply; an abrupt TCP abort (no close frame) after the subscribe reply; and an abort right
-    after sending the connect command, before the server has answered, so the server also
-    sees connections vanish while it is still authenticating them.
+    Every cycle is a new user (``fresh_users``), or each loop is always the same user. Cycles
+    rotate through three ways of leaving: a clean close
+    handshake after the subscribe reply; an abrupt TCP abort (no close frame) after the
+    subscribe reply; and an abort right after sending the connect command, before the server
+    has answered, so the server also sees connections vanish while it is still authenticating
+    them.
     """
     from hubbub.auth import mint_connection_token
 
     report = WorkerReport()
-    tokens = [mint_connection_token(SECRET, f"churn-{worker}-{i}") for i in range(loops)]
 
     async def loop(slot: int) -> None:
-        n = slot
-        while not stop.is_set():
-            mode = n % 3
-            n += 1
+        for cycle in itertools.count():
+            if stop.is_set():
+                return
+            mode = (slot + cycle) % 3
+            # A new user every cycle: whatever the server keeps per user (the user's index,
+            # command bucket, personal channel) must go when the user's last connection does.
+            # The same user every cycle isolates what is kept per connection.
+            user = f"churn-{worker}-{slot}-{cycle}" if fresh_users else f"churn-{worker}-{slot}"
+            token = mint_connection_token(SECRET, user)
             try:
                 ws = await _connect(url)
             except Exception as exc:
@@ -526,7 +565,7 @@ async def churn_connections(
                 await asyncio.sleep(0.05)
                 continue
             try:
-                await ws.send(_frame(tokens[slot], f"churn-{slot % 4}"))
+                await ws.send(_frame(token, f"churn-{slot % 4}"))
                 if mode == 2:
                     ws.transport.abort()
                 else:
@@ -560,13 +599,20 @@ def holder_process(
 
 
 def churn_process(
-    url: str, worker: int, loops: int, cpu: int | None, stop: Any, started: Any, out: Any
+    url: str,
+    worker: int,
+    loops: int,
+    cpu: int | None,
+    stop: Any,
+    started: Any,
+    out: Any,
+    fresh_users: bool = True,
 ) -> None:
     raise_fd_limit()
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    report = asyncio.run(churn_connections(url, worker, loops, stop, started))
+    report = asyncio.run(churn_connections(url, worker, loops, stop, started, fresh_users))
     out.put(report)
 
 

@@ -22,6 +22,7 @@ Exits 1 when something grew, was lost, or was left behind. Always bounded: conne
 deadline, traffic runs ``--seconds``, and everything started is stopped on exit or Ctrl-C.
 
 Run:  .venv/bin/python benchmarks/soak.py [--connections 10000] [--seconds 120] [--rate 5]
+          [--ping-interval 5] [--pong-timeout 2] [--transport native|asgi]
 """
 
 from __future__ import annotations
@@ -151,26 +152,23 @@ def run(
         print(f"only {connected:,} of {args.connections:,} connections opened", file=sys.stderr)
     full = sample(server.pid, server.port, t0)
 
-    publisher = Publisher(server.port, channels)
+    publisher = Publisher(server.port, channels, args.rate)
     samples: list[Sample] = []
     cpu_before = cpu_seconds(server.pid)
     traffic_start = time.monotonic()
+    publisher.start()
     next_sample = traffic_start
-    while (now := time.monotonic()) - traffic_start < args.seconds:
-        due = int((now - traffic_start) * args.rate) + 1
-        while publisher.count < due:
-            publisher.publish_next()
-        if now >= next_sample:
-            s = sample(server.pid, server.port, traffic_start)
-            samples.append(s)
-            next_sample += args.sample_every
-            progress(
-                f"traffic {s.t:.0f}/{args.seconds:g} s: RSS {s.rss_kib / 1024:.1f} MiB, "
-                f"fds {s.fds:,}, tasks {s.tasks:,}, clients {s.clients:,}"
-            )
-        time.sleep(0.002)
-    traffic_seconds = time.monotonic() - traffic_start
-    server_busy = (cpu_seconds(server.pid) - cpu_before) / traffic_seconds
+    while time.monotonic() - traffic_start < args.seconds:
+        s = sample(server.pid, server.port, traffic_start)
+        samples.append(s)
+        progress(
+            f"traffic {s.t:.0f}/{args.seconds:g} s: RSS {s.rss_kib / 1024:.1f} MiB, "
+            f"fds {s.fds:,}, tasks {s.tasks:,}, clients {s.clients:,}"
+        )
+        next_sample += args.sample_every
+        time.sleep(max(0.0, next_sample - time.monotonic()))
+    traffic_seconds = publisher.stop()
+    server_busy = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - traffic_start)
     # Let the last publications land and at least one more ping round pass.
     time.sleep(max(2.0, args.ping_interval))
     samples.append(sample(server.pid, server.port, traffic_start))

@@ -140,7 +140,7 @@ def summary(results: list[kosoku.CaseResult]) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.timeout(int(240 * UNIT))
+@pytest.mark.timeout(int(120 * UNIT))  # about 12 s here
 async def test_autobahn_cases_1_to_10(tmp_path: Path) -> None:
     async with echo_server(tmp_path) as (url, log):
         try:
