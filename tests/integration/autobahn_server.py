@@ -1,4 +1,5 @@
-"""``hubbub serve`` with one more route: a WebSocket echo at ``/autobahn``.
+"""``hubbub serve`` with two more routes: WebSocket echoes at ``/autobahn`` (through the ASGI app,
+served by uvicorn's WebSocket protocol) and ``/autobahn-native`` (the native transport).
 
 The Autobahn|Testsuite cases test a WebSocket implementation by having it echo every message
 back; hubbub's own endpoint speaks the client protocol and would close on the first case's
@@ -18,11 +19,15 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
+from websockets.frames import Opcode
 
 import hubbub.app
 from hubbub.cli import main
+from hubbub.transports import native
+from hubbub.transports.native import NativeWebSocketProtocol, frame
 
 ECHO_PATH = "/autobahn"
+NATIVE_ECHO_PATH = "/autobahn-native"
 
 Message = MutableMapping[str, Any]
 
@@ -60,7 +65,31 @@ def create_app_with_echo(*args: Any, **kwargs: Any) -> Starlette:
     return app
 
 
+class NativeEcho(NativeWebSocketProtocol):
+    """The native transport, serving one more path on which every complete message is sent
+    back as it came instead of going to a session. Handshake, parsing, fragments, UTF-8
+    checks, control frames, the close handshake and outgoing framing are the transport's own;
+    only the hand-off of a message differs."""
+
+    __slots__ = ("_echo",)
+
+    def _serves(self, path: str) -> bool:
+        self._echo = path == NATIVE_ECHO_PATH
+        return self._echo or super()._serves(path)
+
+    def _accepts(self, opcode: Opcode) -> bool:
+        return True if self._echo else super()._accepts(opcode)
+
+    def _message(self, opcode: Opcode, data: bytes) -> None:
+        if not self._echo:
+            super()._message(opcode, data)
+        elif not self.closing and self._transport is not None:
+            self._transport.write(frame(opcode.value, data))
+
+
 if __name__ == "__main__":
-    # ``hubbub serve`` looks create_app up when it starts serving, so it builds this one.
+    # ``hubbub serve`` looks create_app and the transport up when it starts serving, so it
+    # builds these.
     hubbub.app.create_app = create_app_with_echo
+    native.NativeWebSocketProtocol = NativeEcho  # type: ignore[misc]
     sys.exit(main(sys.argv[1:]))

@@ -156,6 +156,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         "_config",
         "_dirty",
         "_flusher",
+        "_fragment_opcode",
         "_fragments",
         "_inbox",
         "_ip",
@@ -202,6 +203,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._fragments: list[bytes] = []
+        self._fragment_opcode = Opcode.TEXT
         # A list, not a deque: an empty deque is a 64-slot block (~600 B) per connection.
         self._inbox: list[bytes] = []
         self._reader: asyncio.Task[None] | None = None
@@ -362,7 +364,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             transport.close()
             return
         path, _, query_string = request.path.partition("?")
-        if path != node.settings.websocket_path:
+        if not self._serves(path):
             self._hand_over(head)
             return
         self._ws = ws
@@ -441,6 +443,10 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self._send_out()
         self._arm_frame_ping()
 
+    def _serves(self, path: str) -> bool:
+        """Whether this transport serves ``path`` (others go to the ASGI app)."""
+        return path == self.node.settings.websocket_path
+
     def _hand_over(self, head: bytes) -> None:
         """Another WebSocket route: uvicorn's own protocol serves it through the ASGI app."""
         from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
@@ -466,6 +472,10 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         for event in ws.events_received():
             if isinstance(event, Frame):
                 self._frame(event)
+                if event.opcode.value >= 8:
+                    # A control frame: its answer (pong, close) leaves before anything the
+                    # messages after it produce, in the order the peer sent them.
+                    self._send_out()
         self._send_out()
         exc = ws.parser_exc
         if (
@@ -492,22 +502,13 @@ class NativeWebSocketProtocol(asyncio.Protocol):
     def _frame(self, event: Frame) -> None:
         opcode = event.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if self._binary != (opcode is Opcode.BINARY):
-                kind = "text" if self._binary else "binary"
-                codec = "protobuf" if self._binary else "json"
-                if self._session is not None:
-                    self.node.metrics_bad_input(DisconnectCode.INAPPROPRIATE_PROTOCOL)
-                    self._session.close(
-                        disconnect(
-                            DisconnectCode.INAPPROPRIATE_PROTOCOL,
-                            f"inappropriate protocol: {kind} frame on a {codec} connection",
-                        )
-                    )
+            if not self._accepts(opcode):
                 return
             if event.fin:
-                self._message(bytes(event.data))
+                self._complete(opcode, bytes(event.data))
             else:
                 self._fragments = [bytes(event.data)]
+                self._fragment_opcode = opcode
         elif opcode is Opcode.PONG:
             self._pong_seen = True
         elif opcode is Opcode.CONT:
@@ -515,17 +516,39 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             if event.fin:
                 data = b"".join(self._fragments)
                 self._fragments = []
-                self._message(data)
+                self._complete(self._fragment_opcode, data)
 
-    def _message(self, data: bytes) -> None:
-        if self._closing or self._session is None:
-            return
-        if not self._binary:
+    def _accepts(self, opcode: Opcode) -> bool:
+        """Whether a message of this type fits the connection's format (text for JSON, binary
+        for Protobuf); closes with 3506 when it does not."""
+        if self._binary == (opcode is Opcode.BINARY):
+            return True
+        if self._session is not None:
+            kind = "text" if self._binary else "binary"
+            codec = "protobuf" if self._binary else "json"
+            self.node.metrics_bad_input(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+            self._session.close(
+                disconnect(
+                    DisconnectCode.INAPPROPRIATE_PROTOCOL,
+                    f"inappropriate protocol: {kind} frame on a {codec} connection",
+                )
+            )
+        return False
+
+    def _complete(self, opcode: Opcode, data: bytes) -> None:
+        """A whole message arrived: text must be UTF-8 (1007 otherwise)."""
+        if opcode is Opcode.TEXT:
             try:
                 data.decode()
             except UnicodeDecodeError:
                 self._fail(1007, "invalid UTF-8 in a text message")
                 return
+        self._message(opcode, data)
+
+    def _message(self, opcode: Opcode, data: bytes) -> None:
+        """Queue a valid message for the session."""
+        if self._closing or self._session is None:
+            return
         self._inbox.append(data)
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
