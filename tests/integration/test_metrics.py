@@ -42,6 +42,10 @@ async def test_metrics_follow_traffic(server: RunningServer) -> None:
     assert samples[("hubbub_disconnects_total", (("code", "3501"),))] == 1
     assert samples[("hubbub_engine_healthy", ())] == 1
     assert samples[("hubbub_cluster_nodes", ())] == 1
+    # The process itself: what the soak script watches for leaks.
+    assert samples[("process_open_fds", ())] > 0
+    assert samples[("process_resident_memory_bytes", ())] > 10 * 2**20
+    assert samples[("hubbub_asyncio_tasks", ())] >= 1  # at least the one answering /metrics
     await ws.close()
 
 
