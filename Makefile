@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit test-deps proto bench soak churn autobahn clean
+.PHONY: run test lint typecheck unit test-deps proto bench bench-quick soak churn autobahn clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,15 @@ typecheck: $(STAMP)
 test-deps:
 	bash scripts/test-deps.sh
 
-## bench: the fan-out benchmark (JSON next to Protobuf); results go in docs/benchmarks.md
+## bench: the benchmark suite, hubbub next to Bun, python-socketio and the FastAPI tutorial manager (about 13 minutes; docs/benchmarks.md)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/fanout.py --subscribers 100 1000 --rate 50 --seconds 5 --cluster
+	bash benchmarks/setup.sh
+	$(BIN)/python benchmarks/suite.py
+
+## bench-quick: a 2-minute subset of the suite (N = 100 and 1,000, 1,000 connections)
+bench-quick: $(STAMP)
+	bash benchmarks/setup.sh
+	$(BIN)/python benchmarks/suite.py --quick
 
 ## soak: 10,000 connections under traffic for 2 minutes; RSS, descriptors and tasks must stay flat (docs/soak.md)
 soak: $(STAMP)

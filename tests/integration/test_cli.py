@@ -213,7 +213,7 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_bench_runs_the_suite_from_a_checkout(tmp_path: Path) -> None:
     root = ROOT
     proc = await asyncio.create_subprocess_exec(
-        *HUBBUB, "bench", "--subscribers", "5", "--formats", "json", "--seconds", "0.3",
+        *HUBBUB, "bench", "fanout", "--subscribers", "5", "--formats", "json", "--seconds", "0.3",
         "--rate", "20", "--client-processes", "1",
         cwd=root, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

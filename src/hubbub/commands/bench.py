@@ -1,8 +1,11 @@
-"""``hubbub bench``: run the benchmark suite of a source checkout and print its table.
+"""``hubbub bench``: run a benchmark of a source checkout and print its tables.
 
-The suite lives in ``benchmarks/`` beside the package (it starts servers, Redis and client
-processes); this command finds it from the current directory, passes the options through,
-and shows a progress bar on stderr while the table builds on stdout.
+The benchmarks live in ``benchmarks/`` beside the package (they start servers, Redis, Bun and
+client processes); this command finds them from the current directory and passes the options
+through. ``hubbub bench [options]`` runs the suite (``benchmarks/suite.py``: hubbub next to
+Bun, python-socketio and the FastAPI tutorial manager); ``hubbub bench NAME [options]`` runs
+``benchmarks/NAME.py`` instead (``fanout``, ``soak``, ``churn``). The scripts draw a progress
+bar on stderr while their tables build on stdout.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 
 from hubbub.commands.common import CommandError
 
+DEFAULT = "suite"
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
@@ -24,24 +29,36 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "options",
         nargs="*",
-        help="passed to benchmarks/fanout.py, e.g. --subscribers 100 1000 --cluster "
-        "(see hubbub bench --help)",
+        help="[NAME] then options for benchmarks/NAME.py (default: the suite), e.g. "
+        "--quick, or fanout --subscribers 100 1000 (hubbub bench --help shows the suite's)",
     )
 
 
-def find_suite(start: Path) -> Path | None:
+def find_benchmarks(start: Path) -> Path | None:
+    """The ``benchmarks`` folder of the checkout holding ``start``, if any."""
     for folder in (start, *start.parents):
-        candidate = folder / "benchmarks" / "fanout.py"
-        if candidate.is_file():
+        candidate = folder / "benchmarks"
+        if (candidate / f"{DEFAULT}.py").is_file():
             return candidate
     return None
 
 
+def split(options: list[str], folder: Path) -> tuple[Path, list[str]]:
+    """Which script the options name (a first word that is a benchmark), and the rest."""
+    if options and not options[0].startswith("-"):
+        script = folder / f"{options[0]}.py"
+        if options[0].isidentifier() and not options[0].startswith("_") and script.is_file():
+            return script, options[1:]
+        raise CommandError(f"no benchmark {options[0]!r} in {folder.name}/")
+    return folder / f"{DEFAULT}.py", options
+
+
 def run(options: list[str]) -> int:
-    """Run the suite with ``options`` (all of them, ``--help`` included, go to the suite)."""
-    suite = find_suite(Path.cwd())
-    if suite is None:
+    """Run a benchmark with ``options`` (all of them, ``--help`` included, go to the script)."""
+    folder = find_benchmarks(Path.cwd())
+    if folder is None:
         raise CommandError(
-            "no benchmarks/fanout.py here or above: run hubbub bench inside a source checkout"
+            f"no benchmarks/{DEFAULT}.py here or above: run hubbub bench inside a source checkout"
         )
-    return subprocess.call([sys.executable, str(suite), *options])
+    script, rest = split(options, folder)
+    return subprocess.call([sys.executable, str(script), *rest])

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import weakref
 from typing import Any, cast
 from urllib.parse import parse_qs
 
@@ -83,32 +84,32 @@ _cache = _FrameCache()
 class _Flusher:
     """Writes what connections queued during one loop iteration: one write per connection.
 
+    One per event loop (and write delay), taken when a connection is made, so marking a
+    connection costs no loop lookup (``asyncio.get_running_loop`` is a ``getpid`` system call
+    on every call).
+
     Args:
+        loop: the event loop the connections run on.
         delay: 0 flushes at the end of the current iteration; a few milliseconds batch harder
             under load at the cost of that much latency.
     """
 
     __slots__ = ("_dirty", "_loop", "_scheduled", "delay")
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        self._loop = loop
         self.delay = delay
         self._dirty: list[NativeWebSocketProtocol] = []
         self._scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def mark(self, conn: NativeWebSocketProtocol) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            # A new event loop (a restarted server in one process): a flush scheduled on the
-            # old one will never run, so start over.
-            self._loop, self._dirty, self._scheduled = loop, [], False
         self._dirty.append(conn)
         if not self._scheduled:
             self._scheduled = True
             if self.delay > 0:
-                loop.call_later(self.delay, self._run)
+                self._loop.call_later(self.delay, self._run)
             else:
-                loop.call_soon(self._run)
+                self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         dirty, self._dirty = self._dirty, []
@@ -117,7 +118,21 @@ class _Flusher:
             conn.flush()
 
 
-_flushers: dict[float, _Flusher] = {}
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Flusher]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _flusher_for(delay: float) -> _Flusher:
+    """The flusher of the running loop for ``delay``."""
+    loop = asyncio.get_running_loop()
+    per_loop = _flushers.get(loop)
+    if per_loop is None:
+        per_loop = _flushers[loop] = {}
+    flusher = per_loop.get(delay)
+    if flusher is None:
+        flusher = per_loop[delay] = _Flusher(loop, delay)
+    return flusher
 
 
 def _find_node(app: Any) -> Node:
@@ -190,8 +205,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self.node = _find_node(config.loaded_app)
         settings = self.node.settings
         self._max_bytes = settings.client.queue_max_size
-        delay = settings.write_delay
-        self._flusher = _flushers.get(delay) or _flushers.setdefault(delay, _Flusher(delay))
+        self._flusher = _flusher_for(settings.write_delay)
         self._transport: asyncio.Transport | None = None
         self._ws: ServerProtocol | None = None
         self._session: Session | None = None

@@ -1,0 +1,469 @@
+"""Tables, target verdicts, the profile summary and the chart of the benchmark suite."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REFERENCES = [("bun", "Bun"), ("tutorial", "tutorial"), ("socketio", "socketio")]
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def machine_text(info: dict[str, str], args: argparse.Namespace) -> str:
+    return (
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, {info['kernel']}\n"
+        f"software: Python {info['python']}, uvloop {info['uvloop']}, websockets "
+        f"{info['websockets']}, uvicorn {info['uvicorn']}, FastAPI {info['fastapi']}, "
+        f"python-socketio {info['python-socketio']}, Bun {info['bun']}, {info['redis']}\n"
+        f"commit {info['commit']}; server on CPU {info['server_core']}, clients on CPU "
+        f"{info['client_core']}; descriptor limit {info['fd_limit']}\n"
+        f"clients: {info['clients']}\n"
+        f"command: {info['command']}\n"
+        f"runs: {args.seconds:g} s of publishing after {args.warmup:g} s of warm-up; maximum rate "
+        f"= {args.in_flight:,} deliveries in flight (publications: that / subscribers per "
+        "channel); 100-byte JSON messages"
+    )
+
+
+def _run_row(label: str, run: dict[str, Any] | None) -> str:
+    if run is None:
+        return f"| {label} | - | - | - | - | - | - |"
+    if "skipped" in run:
+        return f"| {label} | {run['skipped']} | | | | | |"
+    lost = f"{run['lost']:,}"
+    if run.get("closed"):
+        lost += f" ({run['closed']} closed)"
+    return (
+        f"| {label} | {_n(run['deliveries_per_s'])} | {run['cpu_us_per_delivery']:.2f} | "
+        f"{_ms(run['p50_ms'])} / {_ms(run['p99_ms'])} / {_ms(run['max_ms'])} | {lost} | "
+        f"{run['server_core_percent']:.0f}% | {run['client_core_percent']:.0f}% |"
+    )
+
+
+HEAD = (
+    "| server | delivered/s | server CPU µs/delivery | latency ms p50 / p99 / max | lost | "
+    "server core | client core |\n|---|---:|---:|---|---:|---:|---:|"
+)
+
+
+def ratios(rows: list[dict[str, Any]], mode: str) -> list[tuple[str, float, float]]:
+    """hubbub native over each reference: (reference, deliveries/s ratio, µs/delivery ratio)."""
+    by_key = {r["server"]: r.get(mode) for r in rows}
+    ours = by_key.get("hubbub")
+    out = []
+    if not ours or "skipped" in ours:
+        return out
+    for key, name in REFERENCES:
+        ref = by_key.get(key)
+        if ref and "skipped" not in ref and ref["deliveries_per_s"]:
+            out.append(
+                (
+                    name,
+                    ours["deliveries_per_s"] / ref["deliveries_per_s"],
+                    ours["cpu_us_per_delivery"] / ref["cpu_us_per_delivery"],
+                )
+            )
+    return out
+
+
+def scenario_text(result: dict[str, Any]) -> str:
+    lines = [f"### {result['title']}", ""]
+    rows = result["rows"]
+    errors = [
+        f"- {r['label']}: {r.get('skipped') or r.get('error')}"
+        for r in rows
+        if "skipped" in r or "error" in r
+    ]
+    if result["key"] == "connections":
+        lines += [
+            "| server | connections | set-up/s | set-up ms p50 / p99 / max | RSS per idle "
+            "connection | alive after hold | pongs | server CPU while idle |",
+            "|---|---:|---:|---|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            s, h = r.get("setup"), r.get("hold")
+            if s is None or h is None:
+                continue
+            lines.append(
+                f"| {r['label']} | {s['opened']:,} | {_n(s['per_second'])} | "
+                f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])} / {_ms(s['max_ms'])} | "
+                f"{s['rss_per_connection_kib']:.1f} KiB | {h['alive']:,} | {h['pongs']:,} | "
+                f"{h['server_cpu_percent']:.1f}% |"
+            )
+        held = next((r["hold"]["seconds"] for r in rows if "hold" in r), 0.0)
+        lines += ["", f"Set-up: {_setup_note(rows)}; held {held:.0f} s."]
+    else:
+        for mode in ("max", "fixed"):
+            present = [r for r in rows if r.get(mode)]
+            if not present:
+                continue
+            if mode == "max":
+                lines.append("Maximum rate:")
+            else:
+                rate = next(r[mode]["rate"] for r in present)
+                lines.append(
+                    f"Fixed rate, {rate:,.0f} publications/s (half of hubbub native's maximum):"
+                )
+            lines += ["", HEAD]
+            lines += [_run_row(r["label"], r.get(mode)) for r in present]
+            pairs = ratios(rows, mode)
+            if pairs:
+                lines.append("")
+                lines.append(
+                    "hubbub native / "
+                    + "; ".join(
+                        f"{name}: x{d:.2f} delivered/s, x{c:.2f} µs/delivery"
+                        for name, d, c in pairs
+                    )
+                )
+            lines.append("")
+        setups = [r for r in rows if r.get("setup")]
+        if setups:
+            lines.append(
+                "Set-up of the subscribers (per second, p99 ms): "
+                + "; ".join(
+                    f"{r['label']} {_n(r['setup']['per_second'])}, {_ms(r['setup']['p99_ms'])}"
+                    for r in setups
+                )
+            )
+    if errors:
+        lines += ["", "Not run or failed:", *errors]
+    return "\n".join(lines)
+
+
+def _setup_note(rows: list[dict[str, Any]]) -> str:
+    conc = next((r["setup"]["concurrency"] for r in rows if "setup" in r), 0)
+    return f"{conc} set-ups in flight at a time from the client processes"
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets of the issue
+
+
+def _find(results: dict[str, Any], key: str) -> dict[str, Any] | None:
+    return next((s for s in results["scenarios"] if s["key"] == key), None)
+
+
+def _row(scn: dict[str, Any] | None, server: str) -> dict[str, Any] | None:
+    if scn is None:
+        return None
+    return next((r for r in scn["rows"] if r["server"] == server), None)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue with the measured value and whether it is met."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: str, met: bool | None, note: str = "") -> None:
+        out.append({"target": name, "measured": value, "met": met, "note": note})
+
+    big = _find(results, "one-10000")
+    ours = _row(big, "hubbub")
+    ours_max = (ours or {}).get("max")
+    for key, name, factor in (
+        ("bun", "Bun", 1.0),
+        ("tutorial", "the tutorial manager", 5.0),
+        ("socketio", "python-socketio", 15.0),
+    ):
+        ref = (_row(big, key) or {}).get("max")
+        label = f"10,000 subscribers, max rate: delivered/s ≥ {factor:g}x {name}"
+        if ours_max and ref:
+            ratio = ours_max["deliveries_per_s"] / ref["deliveries_per_s"]
+            add(
+                label,
+                f"x{ratio:.2f} ({_n(ours_max['deliveries_per_s'])} vs "
+                f"{_n(ref['deliveries_per_s'])})",
+                ratio >= factor,
+            )
+        else:
+            add(label, "not measured", None)
+        if key == "bun":
+            label = "10,000 subscribers, max rate: server CPU per delivery ≤ Bun's"
+            if ours_max and ref:
+                ratio = ours_max["cpu_us_per_delivery"] / ref["cpu_us_per_delivery"]
+                add(
+                    label,
+                    f"x{ratio:.2f} ({ours_max['cpu_us_per_delivery']:.2f} vs "
+                    f"{ref['cpu_us_per_delivery']:.2f} µs)",
+                    ratio <= 1.0,
+                )
+            else:
+                add(label, "not measured", None)
+    fixed = (ours or {}).get("fixed")
+    if fixed and "skipped" not in fixed:
+        add(
+            "10,000 subscribers at half the max rate: p99 < 50 ms",
+            f"{fixed['p99_ms']:.1f} ms at {fixed['rate']:,.0f} publications/s",
+            fixed["p99_ms"] < 50,
+        )
+    else:
+        add("10,000 subscribers at half the max rate: p99 < 50 ms", "not measured", None)
+    conn = _row(_find(results, "connections"), "hubbub")
+    if conn and "setup" in conn:
+        s, h = conn["setup"], conn.get("hold", {})
+        add(
+            "≤ 8 KiB RSS per idle connection (authenticated, one subscription)",
+            f"{s['rss_per_connection_kib']:.1f} KiB",
+            s["rss_per_connection_kib"] <= 8,
+        )
+        count = s["opened"]
+        alive = h.get("alive", 0)
+        add(
+            "20,000 connections with heartbeats, p99 set-up < 100 ms",
+            f"{alive:,} of {count:,} alive after {h.get('seconds', 0):.0f} s of 10 s pings; "
+            f"p99 {s['p99_ms']:.1f} ms",
+            count >= 20_000 and alive == count and s["p99_ms"] < 100,
+            ""
+            if count >= 20_000
+            else "fewer than 20,000 in this run: --connections, or the descriptor limit",
+        )
+    else:
+        add("≤ 8 KiB RSS per idle connection", "not measured", None)
+        add("20,000 connections with heartbeats, p99 set-up < 100 ms", "not measured", None)
+    lost = []
+    for scn in results["scenarios"]:
+        for r in scn["rows"]:
+            if r["server"].startswith("hubbub"):
+                for mode in ("max", "fixed"):
+                    run = r.get(mode)
+                    if run and "lost" in run:
+                        lost.append((f"{scn['key']} {r['server']} {mode}", run["lost"]))
+    bad = [f"{k}: {n:,}" for k, n in lost if n]
+    add(
+        "zero messages lost (hubbub, every run)",
+        "0 everywhere" if not bad else "; ".join(bad),
+        not bad if lost else None,
+    )
+    return out
+
+
+def targets_text(items: list[dict[str, Any]]) -> str:
+    lines = ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for t in items:
+        met = {True: "yes", False: "no", None: "-"}[t["met"]]
+        note = f" ({t['note']})" if t["note"] else ""
+        lines.append(f"| {t['target']} | {t['measured']}{note} | {met} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile
+
+
+def _function(frame: str) -> str:
+    """``name (/long/path/to/file.py:123)`` to ``name (package/file.py)``: the lines of one
+    function together, and no path of the machine that ran it."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    for pattern in (r"site-packages/", r"python3\.\d+/", r"/src/"):
+        found = re.search(pattern, where)
+        if found:
+            where = where[found.end() :]
+            break
+    else:
+        if where.startswith("/"):
+            where = where.rsplit("/", 1)[-1]
+    return f"{name} ({where})" if where else name
+
+
+def summarize_speedscope(
+    data: dict[str, Any], started: float, begin: float, end: float, top: int = 15
+) -> dict[str, Any]:
+    """Self and inclusive shares (% of all samples) of functions in the samples of the main
+    thread taken between ``begin`` and ``end`` (``time.monotonic()``), from py-spy's speedscope
+    output recorded with ``--idle --native`` from the process start at ``started`` (so a
+    sample's time is the sum of the intervals before it). Samples in ``epoll_wait`` are the
+    thread waiting for events: counted as idle."""
+    frames = [
+        _function(f"{f['name']} ({f.get('file', '')}:{f.get('line', 0)})")
+        for f in data["shared"]["frames"]
+    ]
+    profiles = data["profiles"]
+    main = next(
+        (p for p in profiles if "Thread " in p["name"] and "MainThread" in p["name"]),
+        max(profiles, key=lambda p: len(p["samples"])),
+    )
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    idle = 0
+    clock = started + main.get("startValue", 0.0)
+    for stack, weight in zip(main["samples"], main["weights"], strict=True):
+        clock += weight
+        if not begin <= clock < end or not stack:
+            continue
+        total += 1
+        names = [frames[i] for i in stack]
+        leaf = names[-1]
+        if leaf.split(" (")[0] in IDLE:
+            idle += 1
+            continue
+        own[leaf] += 1
+        for name in set(names):
+            inclusive[name] += 1
+    share = 100 / total if total else 0.0
+    busy = total - idle
+    # Frames on every busy sample (the loop and what started it) say nothing: left out.
+    below = [(name, n * share) for name, n in inclusive.most_common() if n < busy * 0.98]
+    return {
+        "samples": total,
+        "idle_percent": idle * share,
+        "self": [(name, n * share) for name, n in own.most_common(top)],
+        "inclusive": below[:top],
+    }
+
+
+IDLE = {"epoll_wait", "epoll_pwait", "epoll_pwait2"}
+"""Leaves of a thread waiting for events (py-spy records them with --idle --native)."""
+
+
+def profile_text(profile: dict[str, Any]) -> str:
+    if "error" in profile:
+        return f"### Profile\n\n{profile['error']}"
+    run, setup = profile["run"], profile["setup"]
+    lines = ["### Profile: hubbub native under py-spy", ""]
+    n = f"{setup['connections']:,}"
+    titles = {
+        "max": f"{n} subscribers, maximum rate ({_n(run['deliveries_per_s'])} delivered/s, "
+        f"{run['cpu_us_per_delivery']:.2f} µs/delivery under the profiler)",
+        "setup": f"set-up of {n} subscribers ({_n(setup['per_second'])}/s under the profiler)",
+    }
+    for key, title in titles.items():
+        phase = profile["phases"][key]
+        lines += [
+            f"{title}: {phase['samples']:,} samples, {phase['idle_percent']:.0f}% idle",
+            "",
+            "| self % | function | | inclusive % | function |",
+            "|---:|---|---|---:|---|",
+        ]
+        pairs = list(zip(phase["self"], phase["inclusive"], strict=False))
+        lines += [f"| {a:.1f} | `{an}` | | {b:.1f} | `{bn}` |" for (an, a), (bn, b) in pairs]
+        lines.append("")
+    lines.append(f"Samples: {profile['file']} (open in speedscope.app)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chart
+
+COLOURS = {
+    "hubbub": "#1f77b4",
+    "hubbub-delay": "#6baed6",
+    "hubbub-asgi": "#9467bd",
+    "bun": "#ff7f0e",
+    "tutorial": "#2ca02c",
+    "socketio": "#d62728",
+}
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Four panels: delivered/s and µs per delivery at max rate, p99 at half of hubbub's max
+    (all against N on one channel), and RSS per idle connection."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    one = sorted(
+        (s for s in results["scenarios"] if s["key"].startswith("one-")),
+        key=lambda s: s["subscribers"],
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    panels = [
+        (
+            axes[0][0],
+            "max",
+            "deliveries_per_s",
+            "delivered messages/s at max rate (higher is better)",
+        ),
+        (
+            axes[0][1],
+            "max",
+            "cpu_us_per_delivery",
+            "server CPU µs per delivery at max rate (lower is better)",
+        ),
+        (
+            axes[1][0],
+            "fixed",
+            "p99_ms",
+            "p99 latency ms at half of hubbub's max rate (lower is better)",
+        ),
+    ]
+    labels: dict[str, str] = {}
+    for ax, mode, metric, title in panels:
+        for key in COLOURS:
+            xs, ys = [], []
+            for scn in one:
+                row = next((r for r in scn["rows"] if r["server"] == key), None)
+                run = (row or {}).get(mode)
+                if run and metric in run and not math.isnan(run[metric]):
+                    xs.append(scn["subscribers"])
+                    ys.append(run[metric])
+                    labels[key] = row["label"]  # type: ignore[index]
+            if xs:
+                ax.plot(
+                    xs,
+                    ys,
+                    marker="o",
+                    color=COLOURS[key],
+                    label=labels[key],
+                    linewidth=2.5 if key == "hubbub" else 1.5,
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks([s["subscribers"] for s in one], [f"{s['subscribers']:,}" for s in one])
+        ax.set_xlabel("subscribers of one channel")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    ax = axes[1][1]
+    conn = _find(results, "connections")
+    rows = [r for r in (conn or {}).get("rows", []) if "setup" in r]
+    if rows:
+        values = [r["setup"]["rss_per_connection_kib"] for r in rows]
+        bars = ax.barh(
+            [r["label"] for r in rows],
+            values,
+            color=[COLOURS.get(r["server"], "grey") for r in rows],
+        )
+        for bar, r in zip(bars, rows, strict=True):
+            ax.text(
+                bar.get_width(),
+                bar.get_y() + bar.get_height() / 2,
+                f" {bar.get_width():.1f} KiB, set-up p99 {r['setup']['p99_ms']:.0f} ms",
+                va="center",
+                fontsize=8,
+            )
+        ax.axvline(8, color="black", linestyle="--", linewidth=1)
+        ax.set_xlim(0, max(values) * 1.6)
+        ax.invert_yaxis()
+        ax.set_title(
+            f"RSS per idle connection, {rows[0]['setup']['opened']:,} connections "
+            "(dashed: the 8 KiB target)",
+            fontsize=10,
+        )
+    m = results["machine"]
+    fig.suptitle(
+        f"hubbub {m['commit']} vs reference servers — server on 1 core of "
+        f"{m['cpu']}, loopback, 100-byte messages",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
