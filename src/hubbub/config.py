@@ -426,11 +426,12 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
 
 def _anchor_sqlite(data: dict[str, Any], folder: Path) -> None:
-    """Make a relative SQLite path in the file's ``[store]`` relative to the file's folder."""
-    store = data.get("store")
+    """Make a relative SQLite path of the store (the file's, or the default one) relative to
+    the file's folder, so a server started from anywhere finds the same archive."""
+    store = data.setdefault("store", {})
     if not isinstance(store, dict):
         return
-    url = store.get("url")
+    url = store.setdefault("url", StoreSettings().url)
     prefix = "sqlite:///"
     if isinstance(url, str) and url.startswith(prefix) and not url.startswith(prefix + "/"):
         rest = url[len(prefix) :]

@@ -76,3 +76,21 @@ def test_development_mode_secret() -> None:
     configured = Settings(development=True, token={"hmac_secret_key": "m" * 32})
     assert configured.token.hmac_secret_key == "m" * 32
     assert Settings().token.hmac_secret_key == ""
+
+
+def test_the_sqlite_archive_lives_next_to_the_configuration(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    bare = folder / "bare.toml"
+    bare.write_text("port = 9000\n")
+    assert load_settings(bare).store.url == f"sqlite:///{folder / 'hubbub.db'}"
+    named = folder / "named.toml"
+    named.write_text('[store]\nurl = "sqlite:///data/chat.db"\n')
+    assert load_settings(named).store.url == f"sqlite:///{folder / 'data' / 'chat.db'}"
+    absolute = folder / "absolute.toml"
+    absolute.write_text('[store]\nurl = "sqlite:////srv/chat.db"\n')
+    assert load_settings(absolute).store.url == "sqlite:////srv/chat.db"
+    memory = folder / "memory.toml"
+    memory.write_text('[store]\nurl = "sqlite:///:memory:"\n')
+    assert load_settings(memory).store.url == "sqlite:///:memory:"
+    assert load_settings().store.url == "sqlite:///hubbub.db"  # no file: the working directory
