@@ -9,12 +9,13 @@ import json
 import os
 import socket
 import struct
+from typing import Any
 
 import httpx
 import pytest
 
 from hubbub.auth import mint_connection_token, mint_subscription_token
-from tests.conftest import API_KEY, SECRET, UNIT, RunningServer
+from tests.conftest import API_KEY, SECRET, UNIT, RunningServer, suite_settings
 from tests.integration.test_bad_input import (
     Control,
     close_code,
@@ -182,3 +183,23 @@ async def test_cross_user_private_access(server: RunningServer, control: Control
     )
     assert await close_code(alice) == 3500
     await control.check()
+
+
+async def test_stale_sockets_are_closed_3502(start_server: Any) -> None:
+    running: RunningServer = await start_server(suite_settings(client={"stale_close_delay": 0.5}))
+    watcher = await connect_ws(running, "watcher")
+    await watcher.send(json.dumps({"id": 2, "subscribe": {"channel": "live:watch"}}))
+    await replies(watcher, 1)
+    # Fifty sockets that complete the handshake and then say nothing at all.
+    idle = [await open_ws(running) for _ in range(50)]
+    codes = await asyncio.gather(*(close_code(ws) for ws in idle))
+    assert set(codes) == {3502}
+    for _ in range(int(100 * UNIT)):  # the sockets close right after their close frames
+        if running.node.open_sockets == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert running.node.open_sockets == 1  # only the watcher is left
+    await running.node.publish("live:watch", {"still": "here"})
+    (push,) = await replies(watcher, 1)
+    assert push["push"]["pub"]["data"] == {"still": "here"}
+    await watcher.close()
