@@ -12,7 +12,7 @@ import pytest
 import hubbub.client as hc
 from hubbub.auth import mint_connection_token
 from tests.conftest import SECRET, UNIT, RunningServer
-from tests.integration.test_cluster import Balancer
+from tests.integration.test_cluster import Balancer, pipe
 
 WAIT = 5 * UNIT
 
@@ -193,17 +193,6 @@ class Gate:
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         self._writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     async def close(self) -> None:

@@ -179,21 +179,23 @@ class Balancer:
             writer.close()
             return
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+
+
+async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy bytes one way until the source ends or either side fails; then close ``dst``."""
+    try:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        dst.close()
 
 
 async def test_kill_a_node_clients_recover_on_another(cluster: Callable[[int], Any]) -> None:
