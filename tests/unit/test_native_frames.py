@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from hubbub.transports.native import _FrameCache, frame
+from hubbub.transports.native import _Flusher, _FrameCache, frame
 
 
 def parse(data: bytes) -> Frame:
@@ -41,3 +44,43 @@ def test_the_cache_frames_one_payload_once() -> None:
     assert cache.get(payload, Opcode.BINARY.value) is not first  # another opcode, another frame
     equal_but_other = bytes(bytearray(payload))
     assert cache.get(equal_but_other, Opcode.BINARY.value) == frame(2, payload)
+
+
+class SlowConnection:
+    """Stands in for a connection: its flush takes ``cost`` seconds of CPU, like writing to
+    thousands of sockets does."""
+
+    def __init__(self, cost: float) -> None:
+        self.cost = cost
+        self.flushes: list[float] = []
+
+    def flush(self) -> None:
+        self.flushes.append(time.monotonic())
+        time.sleep(self.cost)
+
+
+async def test_a_long_flush_makes_the_next_one_wait() -> None:
+    loop = asyncio.get_running_loop()
+    flusher = _Flusher(loop, 0.0)
+    conn = SlowConnection(0.02)
+    flusher.mark(conn)  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the first flush runs at the end of the iteration
+    await asyncio.sleep(0)
+    assert len(conn.flushes) == 1
+    flusher.mark(conn)  # type: ignore[arg-type]
+    await asyncio.sleep(0.005)
+    assert len(conn.flushes) == 1, "flushed again before the previous flush's cost had passed"
+    await asyncio.sleep(0.05)
+    assert len(conn.flushes) == 2
+    assert conn.flushes[1] - conn.flushes[0] >= 0.035  # the 20 ms flush, then 20 ms of wait
+
+
+async def test_a_short_flush_does_not_delay_the_next() -> None:
+    loop = asyncio.get_running_loop()
+    flusher = _Flusher(loop, 0.0)
+    conn = SlowConnection(0.0)
+    for _ in range(3):
+        flusher.mark(conn)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    assert len(conn.flushes) == 3
