@@ -235,7 +235,7 @@ class Session:
                 raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: connect first")
         elif cmd.connect is not None:
             raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: already connected")
-        user_bucket = self.node.user_bucket(self.user) if self.user else None
+        user_bucket = self.node.user_bucket(self.user)
         if not self._bucket.take() or (user_bucket is not None and not user_bucket.take()):
             # Too fast (this connection, or the user over all connections and nodes): a
             # temporary error the client retries later; persistent abuse closes.

@@ -18,7 +18,7 @@ import msgspec
 
 from hubbub.api.methods import ServerAPI
 from hubbub.apps.chat.service import ChatService, message_view
-from hubbub.apps.errors import bad_request
+from hubbub.apps.errors import NoArgs, bad_request
 from hubbub.apps.notify.service import NotificationService
 from hubbub.protocol.messages import EMPTY
 
@@ -56,10 +56,6 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True):
     room: str
     user: str
     text: str
-
-
-class NoArgs(msgspec.Struct, forbid_unknown_fields=True):
-    pass
 
 
 def register_notify(api: ServerAPI, service: NotificationService) -> None:

@@ -66,6 +66,10 @@ def check_text(text: str, *, name: str, max_length: int, required: bool) -> str:
     return text
 
 
+class NoArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """Arguments of a method that takes none (anything but ``{}``/null is a 107)."""
+
+
 def decode_args(data: bytes, kind: type[T]) -> T:
     """Decode an RPC's or a request's JSON arguments into ``kind``.
 

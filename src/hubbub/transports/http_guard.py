@@ -15,20 +15,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from hubbub.node import Node
+from hubbub.transports.serving import node_of
 
 log = logging.getLogger("hubbub.transport")
-
-
-def _node_of(app: Any) -> Node | None:
-    for _ in range(16):
-        node = getattr(getattr(app, "state", None), "node", None)
-        if isinstance(node, Node):
-            return node
-        app = getattr(app, "app", None)
-        if app is None:
-            break
-    return None
 
 
 class GuardedHTTPProtocol(HttpToolsProtocol):
@@ -36,7 +25,7 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._node = _node_of(self.app)
+        self._node = node_of(self.app)
         self._timeout = self._node.settings.limits.header_timeout if self._node else 10.0
         self._deadline: asyncio.TimerHandle | None = None
 

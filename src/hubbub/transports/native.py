@@ -36,11 +36,11 @@ from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 
 from hubbub.limits import client_address
-from hubbub.node import Node
 from hubbub.protocol.codec import JSON, PROTOBUF, Codec
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.session import Session
 from hubbub.transports.asgi import JSON_SUBPROTOCOL, PROTOBUF_SUBPROTOCOL, origin_allowed
+from hubbub.transports.serving import node_of
 
 log = logging.getLogger("hubbub.transport")
 
@@ -156,19 +156,6 @@ def _flusher_for(delay: float) -> _Flusher:
     return flusher
 
 
-def _find_node(app: Any) -> Node:
-    """The node behind uvicorn's app (which may be wrapped in middleware)."""
-    seen = 0
-    while app is not None and seen < 16:
-        state = getattr(app, "state", None)
-        node = getattr(state, "node", None)
-        if isinstance(node, Node):
-            return node
-        app = getattr(app, "app", None)
-        seen += 1
-    raise RuntimeError("the native transport needs an app made by hubbub.create_app")
-
-
 def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Any:
     # Protobuf when offered, else JSON when offered; clients offering neither speak JSON.
     for name in (PROTOBUF_SUBPROTOCOL, JSON_SUBPROTOCOL):
@@ -223,7 +210,10 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self._config = config
         self._server_state = server_state
         self._app_state = app_state or {}
-        self.node = _find_node(config.loaded_app)
+        node = node_of(config.loaded_app)
+        if node is None:
+            raise RuntimeError("the native transport needs an app made by hubbub.create_app")
+        self.node = node
         settings = self.node.settings
         self._max_bytes = settings.client.queue_max_size
         self._flusher = _flusher_for(settings.write_delay)

@@ -9,6 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from hubbub.config import Settings
+from hubbub.node import Node
+
+
+def node_of(app: Any) -> Node | None:
+    """The node behind the app uvicorn serves (hubbub's app, perhaps wrapped in uvicorn's
+    middleware, each holding the next one as ``app``), or None."""
+    for _ in range(16):
+        node = getattr(getattr(app, "state", None), "node", None)
+        if isinstance(node, Node):
+            return node
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return None
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from hubbub.apps.chat.service import ChatService, message_view
-from hubbub.apps.errors import decode_args
+from hubbub.apps.errors import NoArgs, decode_args
 from hubbub.protocol.codes import ErrorCode, error
 from hubbub.protocol.messages import raw
 from hubbub.session import Session
@@ -42,10 +42,6 @@ class _Delete(msgspec.Struct, forbid_unknown_fields=True):
     id: int
 
 
-class _Nothing(msgspec.Struct, forbid_unknown_fields=True):
-    pass
-
-
 def install(chat: ChatService) -> None:
     """Register the chat's RPC methods and the room subscription check on ``chat.node``."""
     node = chat.node
@@ -65,7 +61,7 @@ def install(chat: ChatService) -> None:
 
     @node.rpc("chat.rooms")
     async def rooms(session: Session, data: msgspec.Raw) -> msgspec.Raw:
-        decode_args(data, _Nothing)
+        decode_args(data, NoArgs)
         return raw({"rooms": [r.as_dict() for r in await chat.rooms()]})
 
     @node.rpc("chat.history")

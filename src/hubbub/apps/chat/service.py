@@ -19,6 +19,7 @@ Publications in a room channel are JSON objects with a ``type``:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from hubbub.store import ChatMessage, Room, Store, StoreError
 
 log = logging.getLogger("hubbub.chat")
 
-_TYPING_MEMORY = 10_000  # (user, room) pairs remembered for typing throttling before a sweep
+_REMEMBERED = 10_000  # senders (and typing user/room pairs) remembered before a sweep
 
 
 def message_view(msg: ChatMessage) -> dict[str, Any]:
@@ -66,14 +67,7 @@ class RoomView:
     last_message_at: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "channel": self.channel,
-            "messages": self.messages,
-            "online": self.online,
-            "created_at": self.created_at,
-            "last_message_at": self.last_message_at,
-        }
+        return dataclasses.asdict(self)
 
 
 def _unavailable(exc: StoreError) -> ProtocolError:
@@ -216,7 +210,7 @@ class ChatService:
     def _rate_check(self, user: str) -> None:
         bucket = self._senders.get(user)
         if bucket is None:
-            if len(self._senders) > _TYPING_MEMORY:
+            if len(self._senders) > _REMEMBERED:
                 self._senders.clear()  # full buckets only cost a burst to whoever returns
             bucket = TokenBucket(self.settings.send_rate, self.settings.send_burst, self.node.clock)
             self._senders[user] = bucket
@@ -262,15 +256,7 @@ class ChatService:
                 await self.store.set_position(msg.id, pos.offset, pos.epoch)
             except StoreError as exc:
                 log.warning("stream position of message %d not stored: %s", msg.id, exc)
-            msg = ChatMessage(
-                id=msg.id,
-                room=msg.room,
-                user=msg.user,
-                text=msg.text,
-                created_at=msg.created_at,
-                offset=pos.offset,
-                epoch=pos.epoch,
-            )
+            msg = dataclasses.replace(msg, offset=pos.offset, epoch=pos.epoch)
         return msg
 
     async def _own_message(self, user: str, message_id: int) -> ChatMessage:
@@ -333,7 +319,7 @@ class ChatService:
         last = self._typing.get(key)
         if last is not None and now - last < self.settings.typing_interval:
             return False
-        if len(self._typing) > _TYPING_MEMORY:
+        if len(self._typing) > _REMEMBERED:
             horizon = now - self.settings.typing_interval
             self._typing = {k: t for k, t in self._typing.items() if t > horizon}
         self._typing[key] = now

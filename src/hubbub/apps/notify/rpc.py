@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from hubbub.apps.errors import bad_request, decode_args
+from hubbub.apps.errors import NoArgs, bad_request, decode_args
 from hubbub.apps.notify.service import NotificationService, notification_view
 from hubbub.protocol.codes import ErrorCode, error
 from hubbub.protocol.messages import raw
@@ -32,10 +32,6 @@ class ReadArgs(msgspec.Struct, forbid_unknown_fields=True):
         if self.all == (self.ids is not None):
             raise bad_request("give either ids or all: true")
         return self.ids
-
-
-class _Nothing(msgspec.Struct, forbid_unknown_fields=True):
-    pass
 
 
 def _user(session: Session) -> str:
@@ -64,5 +60,5 @@ def install(service: NotificationService) -> None:
 
     @node.rpc("notifications.unread")
     async def unread(session: Session, data: msgspec.Raw) -> msgspec.Raw:
-        decode_args(data, _Nothing)
+        decode_args(data, NoArgs)
         return raw({"unread": await service.unread(_user(session))})
