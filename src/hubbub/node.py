@@ -62,6 +62,7 @@ from hubbub.protocol.messages import (
 if TYPE_CHECKING:
     from hubbub.session import Session
     from hubbub.subscription import Subscription
+    from hubbub.transports.base import Group, Transport
 
 log = logging.getLogger("hubbub.node")
 
@@ -185,7 +186,12 @@ class Node:
         self.connect_handlers: list[ConnectHandler] = []
         self.subscribe_checks: dict[str, SubscribeCheck] = {}
         self.counters: Counter[str] = Counter()
+        # Every local subscriber of a channel; of those, the ones delivered to one by one
+        # (positions tracked, reply not yet written, ASGI connections) are also in _direct,
+        # the others in a transport group per wire format (_groups), written to together.
         self._channels: dict[str, dict[str, Subscriber]] = {}
+        self._direct: dict[str, dict[str, Subscriber]] = {}
+        self._groups: dict[str, dict[Codec, Group]] = {}
         self._users: dict[str, dict[str, Session]] = {}
         self._sessions: dict[str, Session] = {}
         self._user_buckets: dict[str, TokenBucket] = {}
@@ -503,17 +509,21 @@ class Node:
         subs = self._channels.get(channel)
         if subs is not None:
             subs[session.client_id] = session
+            self._direct.setdefault(channel, {})[session.client_id] = session
             pending = self._subscribing.get(channel)
             if pending is not None:
                 await asyncio.shield(pending)
             return
         self._channels[channel] = {session.client_id: session}
+        self._direct[channel] = {session.client_id: session}
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._subscribing[channel] = done
         try:
             await self.broker.subscribe(channel)
         except BaseException as exc:
-            subs = self._channels.pop(channel, None) or {}
+            self._channels.pop(channel, None)
+            self._direct.pop(channel, None)
+            self._groups.pop(channel, None)
             done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
             done.exception()  # mark retrieved: waiters get it through shield
             raise
@@ -522,14 +532,56 @@ class Node:
         finally:
             self._subscribing.pop(channel, None)
 
+    def group_subscriber(
+        self, channel: str, client_id: str, codec: Codec, transport: Transport
+    ) -> bool:
+        """Deliver ``channel`` to this subscriber through its transport's group for the
+        channel and wire format (created on first use) instead of one by one. For live
+        subscribers whose publications need no per-connection check (no tracked position).
+        False when the transport has no groups or the subscriber is not (or no longer) here.
+        """
+        direct = self._direct.get(channel)
+        if direct is None or client_id not in direct:
+            return False
+        groups = self._groups.get(channel)
+        group = groups.get(codec) if groups is not None else None
+        if group is None:
+            group = transport.new_group()
+            if group is None:
+                return False
+            self._groups.setdefault(channel, {})[codec] = group
+        del direct[client_id]
+        if not direct:
+            del self._direct[channel]
+        group.add(client_id, transport)
+        return True
+
     async def remove_subscriber(self, channel: str, session: Subscriber) -> None:
         """Drop ``session`` from ``channel``; the last one unsubscribes the node."""
         subs = self._channels.get(channel)
         if subs is None or subs.pop(session.client_id, None) is None:
             return
+        self._unindex(channel, session.client_id)
         if not subs:
             del self._channels[channel]
             await self.broker.unsubscribe(channel)
+
+    def _unindex(self, channel: str, client_id: str) -> None:
+        direct = self._direct.get(channel)
+        if direct is not None and direct.pop(client_id, None) is not None:
+            if not direct:
+                del self._direct[channel]
+            return
+        groups = self._groups.get(channel)
+        if groups is None:
+            return
+        for codec, group in list(groups.items()):
+            if group.discard(client_id):
+                if not len(group):
+                    del groups[codec]
+                break
+        if not groups:
+            del self._groups[channel]
 
     # -----------------------------------------------------------------------------------------
     # Engine events (BrokerEventHandler): fan-out, never awaits.
@@ -540,19 +592,18 @@ class Node:
             return
         push = Push(channel=channel, pub=pub)
         # Encoded once per wire format present among the subscribers, not per subscriber.
-        first: Codec | None = None
-        first_data = b""
-        others: dict[Codec, bytes] = {}
-        for session in list(subs.values()):
-            fmt = session.codec
-            if fmt is first:
-                data = first_data
-            elif first is None:
-                first, first_data = fmt, fmt.encode_push(push)
-                data = first_data
-            else:
-                data = others.get(fmt) or others.setdefault(fmt, fmt.encode_push(push))
-            session.deliver(channel, pub, data)
+        encoded: dict[Codec, bytes] = {}
+        groups = self._groups.get(channel)
+        if groups is not None:
+            for fmt, group in groups.items():
+                data = encoded[fmt] = fmt.encode_push(push)
+                group.send(data)
+        direct = self._direct.get(channel)
+        if direct is not None:
+            for session in list(direct.values()):
+                fmt = session.codec
+                data = encoded.get(fmt) or encoded.setdefault(fmt, fmt.encode_push(push))
+                session.deliver(channel, pub, data)
         self.counters["deliveries"] += len(subs)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:

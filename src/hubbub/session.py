@@ -598,6 +598,10 @@ class Session:
         if pending:
             for pub, data in pending:
                 self.deliver(sub.channel, pub, data)
+        if not sub.recoverable and self.subscriptions.get(sub.channel) is sub:
+            # Nothing to check per publication: the transport may take them for the whole
+            # channel at once.
+            self.node.group_subscriber(sub.channel, self.client_id, self.codec, self.transport)
         if sub.options.join_leave:
             await self.node.broker.publish_join(sub.channel, sub.info)
 

@@ -59,20 +59,22 @@ class SlowConnection:
         time.sleep(self.cost)
 
 
-async def test_a_long_flush_makes_the_next_one_wait() -> None:
+async def test_a_long_flush_makes_the_next_one_gather() -> None:
     loop = asyncio.get_running_loop()
     flusher = _Flusher(loop, 0.0)
-    conn = SlowConnection(0.02)
+    conn = SlowConnection(0.2)
     flusher.mark(conn)  # type: ignore[arg-type]
     await asyncio.sleep(0)  # the first flush runs at the end of the iteration
     await asyncio.sleep(0)
     assert len(conn.flushes) == 1
+    marked = time.monotonic()
     flusher.mark(conn)  # type: ignore[arg-type]
-    await asyncio.sleep(0.005)
-    assert len(conn.flushes) == 1, "flushed again before the previous flush's cost had passed"
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.002)
+    assert len(conn.flushes) == 1, "flushed again at once after a 200 ms flush"
+    await asyncio.sleep(0.1)
     assert len(conn.flushes) == 2
-    assert conn.flushes[1] - conn.flushes[0] >= 0.035  # the 20 ms flush, then 20 ms of wait
+    # A tenth of the 200 ms flush, counted from the first message after it.
+    assert 0.015 <= conn.flushes[1] - marked <= 0.09
 
 
 async def test_a_short_flush_does_not_delay_the_next() -> None:

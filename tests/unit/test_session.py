@@ -41,6 +41,9 @@ class ListTransport:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
 
+    def new_group(self) -> None:
+        return None
+
     def take(self) -> list[dict[str, Any]]:
         sent, self.sent = self.sent, []
         return sent

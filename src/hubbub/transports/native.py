@@ -51,6 +51,7 @@ _INBOX_HIGH = 64  # received messages waiting for the session before reading pau
 
 _MAX_WAIT = 0.05  # the adaptive wait between flushes never exceeds 50 ms
 _MIN_COST = 0.005  # flushes shorter than this (a few thousand sockets) never delay the next
+_GATHER = 0.1  # after a long flush, the next waits this fraction of it to gather more
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -85,15 +86,15 @@ _cache = _FrameCache()
 
 
 class _Flusher:
-    """Writes what connections queued, one write per connection, as soon as the loop is free,
-    but never closer to the previous flush than that flush took (at most ``_MAX_WAIT``).
+    """Writes what connections and groups queued, one write per connection, as soon as the
+    loop is free, or a little later when the last flush took long.
 
     Under light load a flush runs at the end of the loop iteration, so latency is one
-    iteration. Under heavy fan-out (a flush to 10,000 sockets takes tens of milliseconds) the
-    next flush waits as long as the last one took; the loop meanwhile reads and fans out the
-    publications that arrived, and every connection gets them in one write instead of one
-    write each: the kernel's per-call cost, most of the time at that size, is shared. At most
-    half of the time goes to flushing; the latency added is at most what one flush costs.
+    iteration. A flush to many sockets takes milliseconds (10,000 sockets: about 20 ms, most
+    of it the kernel's ``send``); after such a flush the next one waits a fraction of that
+    (``_GATHER``, at most ``_MAX_WAIT``) from its first message, so publications that follow
+    each other closely leave together: every connection gets them in one write instead of one
+    write each, and the kernel's per-call cost, most of the time at that size, is shared.
 
     One per event loop (and write delay), taken when a connection is made, so marking a
     connection costs no loop lookup (``asyncio.get_running_loop`` is a ``getpid`` system call
@@ -104,12 +105,13 @@ class _Flusher:
         delay: the least time between two flushes (``write_delay``); 0 = only the adaptive wait.
     """
 
-    __slots__ = ("_dirty", "_last_cost", "_last_end", "_loop", "_scheduled", "delay")
+    __slots__ = ("_dirty", "_groups", "_last_cost", "_last_end", "_loop", "_scheduled", "delay")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         self._loop = loop
         self.delay = delay
         self._dirty: list[NativeWebSocketProtocol] = []
+        self._groups: list[_Group] = []
         self._scheduled = False
         self._last_end = 0.0
         self._last_cost = 0.0
@@ -117,26 +119,103 @@ class _Flusher:
     def mark(self, conn: NativeWebSocketProtocol) -> None:
         self._dirty.append(conn)
         if not self._scheduled:
-            self._scheduled = True
-            # Only a flush that took long is worth waiting for: below _MIN_COST the next one
-            # runs at the end of the iteration, as if there were no adaptive wait.
-            cost = self._last_cost if self._last_cost > _MIN_COST else 0.0
-            gap = max(self.delay, min(cost, _MAX_WAIT))
-            wait = gap - (self._loop.time() - self._last_end)
-            if wait > 0:
-                self._loop.call_later(wait, self._run)
-            else:
-                self._loop.call_soon(self._run)
+            self._schedule()
+
+    def mark_group(self, group: _Group) -> None:
+        self._groups.append(group)
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        now = self._loop.time()
+        wait = self.delay - (now - self._last_end)
+        # Only a flush that took long is worth gathering for: below _MIN_COST the next one
+        # runs at the end of the iteration, as if there were no adaptive wait.
+        if self._last_cost > _MIN_COST:
+            wait = max(wait, min(self._last_cost * _GATHER, _MAX_WAIT))
+        if wait > 0:
+            self._loop.call_later(wait, self._run)
+        else:
+            self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         loop = self._loop
         started = loop.time()
+        groups, self._groups = self._groups, []
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
+        # Groups first: their members with nothing of their own get the shared bytes; the
+        # others are in `dirty` and take the groups' frames behind their own messages.
+        for group in groups:
+            group.write_members()
         for conn in dirty:
             conn.flush()
+        for group in groups:
+            group.frames = []
         self._last_end = loop.time()
         self._last_cost = self._last_end - started
+
+
+class _Group:
+    """A :class:`~hubbub.transports.base.Group` of native connections (one channel, one wire
+    format) on one flusher.
+
+    ``frames`` are the group's publications since the last flush, framed. A member with no
+    message of its own in that time is written ``b"".join(frames)``, the same bytes object as
+    every other such member. A member that wrote something of its own, or joined, in between
+    holds a cursor into ``frames`` (what it already took, in order, into its own queue) and
+    takes the rest at its own flush.
+    """
+
+    __slots__ = ("__weakref__", "_flusher", "frames", "members", "opcode")
+
+    def __init__(self, flusher: _Flusher, opcode: int) -> None:
+        self._flusher = flusher
+        self.opcode = opcode
+        self.frames: list[bytes] = []
+        self.members: dict[str, NativeWebSocketProtocol] = {}
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def send(self, data: bytes) -> None:
+        if not self.frames:
+            self._flusher.mark_group(self)
+        self.frames.append(frame(self.opcode, data))
+
+    def add(self, key: str, member: Any) -> None:
+        conn = cast(NativeWebSocketProtocol, member)
+        if conn._closing:
+            return
+        self.members[key] = conn
+        conn._groups = (*conn._groups, self)
+        if self.frames:
+            # Sent before it joined: not for it.
+            conn._take(self, len(self.frames))
+
+    def discard(self, key: str) -> bool:
+        conn = self.members.pop(key, None)
+        if conn is None:
+            return False
+        conn._catch_up()
+        conn._groups = tuple(g for g in conn._groups if g is not self)
+        return True
+
+    def write_members(self) -> None:
+        frames = self.frames
+        if not frames:
+            return
+        shared = frames[0] if len(frames) == 1 else b"".join(frames)
+        for conn in list(self.members.values()):
+            if conn._dirty or conn._closing:
+                continue
+            transport = conn._transport
+            if transport is None or transport.is_closing():
+                continue
+            transport.write(shared)
+            if transport.get_write_buffer_size() > conn._max_bytes:
+                conn._overflow()
 
 
 _flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Flusher]] = (
@@ -181,6 +260,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         "_flusher",
         "_fragment_opcode",
         "_fragments",
+        "_groups",
         "_inbox",
         "_ip",
         "_max_bytes",
@@ -195,6 +275,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         "_remote",
         "_server_state",
         "_session",
+        "_taken",
         "_transport",
         "_ws",
         "node",
@@ -225,6 +306,10 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._dirty = False
+        # The groups this connection is in, and while it has messages of its own waiting,
+        # how many of each group's frames it already took into them (see _Group).
+        self._groups: tuple[_Group, ...] = ()
+        self._taken: dict[_Group, int] | None = None
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._fragments: list[bytes] = []
@@ -249,6 +334,8 @@ class NativeWebSocketProtocol(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._groups:
+            self._catch_up()
         framed = _cache.get(data, self._opcode)
         self._pending.append(framed)
         self._pending_size += len(framed)
@@ -259,15 +346,50 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             self._dirty = True
             self._flusher.mark(self)
 
+    def new_group(self) -> _Group:
+        return _Group(self._flusher, self._opcode)
+
+    def _take(self, group: _Group, upto: int) -> None:
+        """Record that this connection has ``group``'s frames before ``upto`` (or must not
+        get them); it then flushes on its own this time."""
+        taken = self._taken
+        if taken is None:
+            taken = self._taken = {}
+        taken[group] = upto
+        if not self._dirty:
+            self._dirty = True
+            self._flusher.mark(self)
+
+    def _catch_up(self) -> None:
+        """Queue the groups' frames not yet taken, so what is queued next comes after them."""
+        if self._closing:
+            return
+        taken = self._taken
+        for group in self._groups:
+            frames = group.frames
+            start = taken.get(group, 0) if taken is not None else 0
+            if start < len(frames):
+                for framed in frames[start:]:
+                    self._pending.append(framed)
+                    self._pending_size += len(framed)
+                self._take(group, len(frames))
+
     def flush(self) -> None:
         """Write everything pending in one go (called once per loop iteration)."""
         self._dirty = False
+        taken, self._taken = self._taken, None
+        pending = self._pending
+        # The groups skipped this connection: the rest of their frames go behind its own.
+        for group in self._groups:
+            frames = group.frames
+            start = taken.get(group, 0) if taken is not None else 0
+            if start < len(frames):
+                pending.extend(frames[start:])
         transport = self._transport
-        if not self._pending or transport is None or transport.is_closing():
-            self._pending.clear()
+        if not pending or transport is None or transport.is_closing():
+            pending.clear()
             self._pending_size = 0
             return
-        pending = self._pending
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         pending.clear()
         self._pending_size = 0
@@ -279,6 +401,10 @@ class NativeWebSocketProtocol(asyncio.Protocol):
     def _overflow(self) -> None:
         self._pending.clear()
         self._pending_size = 0
+        # Closing as too slow: nothing more of the groups either (it leaves them when its
+        # session closes).
+        self._groups = ()
+        self._taken = None
         if self._session is not None:
             self._session.slow()
         slow = disconnect(DisconnectCode.SLOW)
@@ -289,6 +415,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             return
         self._closing = True
         self.flush()
+        self._groups = ()  # nothing after the close frame
         ws, transport = self._ws, self._transport
         if ws is None or transport is None:
             return
@@ -337,6 +464,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             return
         self._closing = True
         self._pending.clear()
+        self._groups = ()
         self._server_state.connections.discard(self)
         for timer in (self._close_timer, self._ping_timer):
             if timer is not None:
@@ -517,6 +645,10 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             self.node.metrics_disconnect(code)
         if ws.state is not State.OPEN:
             self._closing = True
+            # The close frame is out: nothing may follow it.
+            self._groups = ()
+            self._pending.clear()
+            self._pending_size = 0
             if ws.state is State.CLOSED and self._transport is not None:
                 self._transport.close()
             elif self._close_timer is None:
@@ -612,6 +744,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self.node.metrics_disconnect(code)
         self.flush()
         self._closing = True
+        self._groups = ()
         ws.fail(code, reason)
         self._send_out()
         if self._close_timer is None:

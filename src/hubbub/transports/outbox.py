@@ -90,6 +90,10 @@ class Outbox:
             self._close_reason = (code, reason)
             self._wake.set()
 
+    def new_group(self) -> None:
+        """None: an outbox writes through its own coroutine, message by message."""
+        return None
+
     def abort(self) -> None:
         """The peer is gone: drop everything and stop the writer without a close frame."""
         if self._close_reason is None:
