@@ -8,6 +8,7 @@ the option).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import socket
@@ -136,6 +137,15 @@ def _serve(settings: Settings, workers: int = 1) -> int:
             # SIGTERM/SIGINT are how operators stop the server: after the graceful shutdown
             # the process exits 0 instead of dying again by the same signal.
             self._captured_signals.clear()
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            # What start-up made (modules, the app, settings) lives as long as the process:
+            # frozen, the collector no longer walks it, and young collections run every
+            # 10,000 allocations instead of 700, so opening thousands of connections does
+            # not stop the loop for a collection every few of them.
+            gc.freeze()
+            gc.set_threshold(10_000, 20, 10)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             # Our drain first (3001 in batches), so clients do not get uvicorn's 1012.

@@ -10,9 +10,30 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+_loops: dict[int, asyncio.AbstractEventLoop] = {}
+
+
+def running_loop() -> asyncio.AbstractEventLoop:
+    """The event loop running in this thread, like ``asyncio.get_running_loop``.
+
+    Cheaper on the paths that run per connection or per message: Python 3.11's
+    ``get_running_loop`` makes a ``getpid`` system call each time (a tenth of a connection's
+    set-up). A thread runs one loop at a time, so the loop last seen running in this thread
+    is the running one while it still runs.
+
+    Raises:
+        RuntimeError: no loop is running in this thread.
+    """
+    thread = threading.get_ident()
+    loop = _loops.get(thread)
+    if loop is None or not loop.is_running():
+        loop = _loops[thread] = asyncio.get_running_loop()
+    return loop
 
 
 class Timer(Protocol):
@@ -47,7 +68,7 @@ class SystemClock:
         return time.monotonic()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        return asyncio.get_running_loop().call_later(delay, callback)
+        return running_loop().call_later(delay, callback)
 
 
 class _FakeTimer:

@@ -11,7 +11,6 @@ they need neither chat nor notifications. ::
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -19,12 +18,11 @@ from hubbub.apps.chat import rpc as chat_rpc
 from hubbub.apps.chat.service import ChatService
 from hubbub.apps.notify import rpc as notify_rpc
 from hubbub.apps.notify.service import NotificationService
+from hubbub.apps.users import UserRecorder
 from hubbub.config import Settings
 from hubbub.node import Node
 from hubbub.session import Session
-from hubbub.store import Notification, Store, StoreError, open_store
-
-log = logging.getLogger("hubbub.hub")
+from hubbub.store import Notification, Store, open_store
 
 
 class Hub:
@@ -41,6 +39,7 @@ class Hub:
         store: the store, or None when both applications are disabled.
         chat: the chat service, or None when disabled.
         notifications: the notification service, or None when disabled.
+        users: records the users who connect (with the store).
     """
 
     def __init__(
@@ -54,26 +53,27 @@ class Hub:
         cfg = self.node.settings
         self.settings = cfg
         self.store: Store | None = None
+        self.users: UserRecorder | None = None
         self.chat: ChatService | None = None
         self.notifications: NotificationService | None = None
         if not (cfg.chat.enabled or cfg.notifications.enabled):
             return
         self.store = store or open_store(cfg.store.url)
+        self.users = UserRecorder(self.node, self.store)
         if cfg.chat.enabled:
             self.chat = ChatService(self.node, self.store, cfg.chat)
             chat_rpc.install(self.chat)
         if cfg.notifications.enabled:
-            self.notifications = NotificationService(self.node, self.store, cfg.notifications)
+            self.notifications = NotificationService(
+                self.node, self.store, cfg.notifications, users=self.users
+            )
             notify_rpc.install(self.notifications)
         self.node.on_connect(self._remember_user)
 
     async def _remember_user(self, session: Session) -> None:
         # Anyone who connected once can be sent notifications from then on.
-        if session.user and self.store is not None:
-            try:
-                await self.store.touch_user(session.user, self.node.clock.time())
-            except StoreError as exc:
-                log.warning("could not record user %r: %s", session.user, exc)
+        if session.user and self.users is not None:
+            self.users.note(session.user)
 
     async def start(self) -> None:
         """Open the store (creating or migrating its schema), then start the node."""

@@ -26,7 +26,7 @@ import msgspec
 from hubbub import __version__, control
 from hubbub.auth import TokenVerifier
 from hubbub.channels import ChannelRules
-from hubbub.clock import Clock, SystemClock
+from hubbub.clock import Clock, SystemClock, running_loop
 from hubbub.config import ChannelOptions, Settings
 from hubbub.engines.base import (
     Broker,
@@ -271,7 +271,7 @@ class Node:
 
     def spawn_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Like :meth:`spawn`, returning the task for callers that await it later."""
-        task = asyncio.get_running_loop().create_task(coro)
+        task = running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

@@ -133,7 +133,11 @@ async def test_without_auto_create_unknown_rooms_are_refused() -> None:
 
 async def test_history_pages_backwards_without_gaps(app_hub: Hub) -> None:
     for n in range(120):
-        await api(app_hub, "chat_send", {"room": "lobby", "user": f"u{n % 3}", "text": f"m{n}"})
+        # Six senders: their bursts (20 each) cover the 120 messages however slow the disk.
+        sent = await api(
+            app_hub, "chat_send", {"room": "lobby", "user": f"u{n % 6}", "text": f"m{n}"}
+        )
+        assert "result" in sent, sent
     async with app_hub.client("reader") as reader:
         first = (await reader.rpc("chat.history", {"room": "lobby"}))["messages"]
         assert [m["text"] for m in first] == [f"m{n}" for n in range(70, 120)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -179,3 +180,46 @@ async def test_anonymous_connections_have_no_inbox(app_hub: Hub) -> None:
         with pytest.raises(ReplyError) as err:
             await anon.rpc("notifications.list")
         assert err.value.code == 103
+
+
+async def test_a_user_who_just_connected_can_be_notified_at_once(app_hub: Hub) -> None:
+    # The connect records the user off its own path; notify waits for what was noted.
+    async with app_hub.client("newcomer"):
+        response = await notify(app_hub, {"user": "newcomer", "body": "welcome"})
+        assert response.status_code == 200, response.text
+        assert [n["user"] for n in response.json()["result"]["notifications"]] == ["newcomer"]
+
+
+async def test_a_burst_of_connects_is_recorded_in_few_writes(app_hub: Hub) -> None:
+    assert app_hub.server is not None and app_hub.server.store is not None
+    store = app_hub.server.store
+    writes: list[int] = []
+    touch_users = store.touch_users
+
+    async def counted(seen: Any) -> None:
+        writes.append(len(seen))
+        await touch_users(seen)
+
+    store.touch_users = counted  # type: ignore[method-assign]
+    users = [f"burst{n}" for n in range(40)]
+    done = asyncio.Event()
+    connected = 0
+
+    async def hold(user: str) -> None:
+        nonlocal connected
+        async with app_hub.client(user):
+            connected += 1
+            await done.wait()
+
+    holders = [asyncio.create_task(hold(user)) for user in users]  # connecting all at once
+    for _ in range(500):
+        if connected == len(users):
+            break
+        await asyncio.sleep(0.01)
+    assert app_hub.server.users is not None
+    await app_hub.server.users.settled()
+    done.set()
+    await asyncio.gather(*holders)
+    assert await store.known_users(users) == set(users)
+    assert sum(writes) == 40
+    assert len(writes) < 40, "one write per connect: nothing was batched"

@@ -463,3 +463,11 @@ async def test_sqlite_shared_by_processes(tmp_path: Path) -> None:
     assert len(stored) == 300 and len({m.id for m in stored}) == 300
     for n in range(3):  # each process's messages are in its own order
         assert [m.text for m in stored if m.user == f"p{n}"] == [str(i) for i in range(100)]
+
+
+async def test_users_are_recorded_in_batches(store: Store) -> None:
+    await store.touch_user("alice", T0)
+    await store.touch_users({"alice": T0 + 5, "bob": T0 + 1, "名前": T0 + 2})
+    await store.touch_users({})
+    assert await store.all_users() == sorted(["alice", "bob", "名前"])
+    assert await store.known_users(["bob", "carol", "名前"]) == {"bob", "名前"}

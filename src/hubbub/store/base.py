@@ -12,7 +12,7 @@ passed in by the caller, so tests control them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,6 +109,9 @@ class Store(Protocol):
 
     async def touch_user(self, user: str, now: float) -> None:
         """Record that ``user`` exists and was seen at ``now`` (insert or update)."""
+
+    async def touch_users(self, seen: Mapping[str, float]) -> None:
+        """``touch_user`` for each user in ``seen`` (user -> when), in one statement."""
 
     async def known_users(self, users: Sequence[str]) -> set[str]:
         """The subset of ``users`` that exist."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -224,6 +224,18 @@ class PostgresStore:
             " ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at",
             user,
             now,
+        )
+
+    async def touch_users(self, seen: Mapping[str, float]) -> None:
+        """``touch_user`` for each user in ``seen`` (user -> when), in one statement."""
+        if not seen:
+            return
+        await self._fetch(
+            "INSERT INTO users (name, created_at, seen_at)"
+            " SELECT name, at, at FROM unnest($1::text[], $2::float8[]) AS t(name, at)"
+            " ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at",
+            list(seen),
+            list(seen.values()),
         )
 
     async def known_users(self, users: Sequence[str]) -> set[str]:

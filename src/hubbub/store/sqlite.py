@@ -14,7 +14,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -234,6 +234,17 @@ class SQLiteStore:
             "INSERT INTO users (name, created_at, seen_at) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at",
             (user, now, now),
+        )
+
+    async def touch_users(self, seen: Mapping[str, float]) -> None:
+        """``touch_user`` for each user in ``seen`` (user -> when), in one statement."""
+        if not seen:
+            return
+        await self._fetch(
+            "INSERT INTO users (name, created_at, seen_at)"
+            " SELECT key, value, value FROM json_each(?) WHERE true"
+            " ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at",
+            (json.dumps(dict(seen)),),
         )
 
     async def known_users(self, users: Sequence[str]) -> set[str]:

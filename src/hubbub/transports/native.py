@@ -35,6 +35,7 @@ from websockets.http11 import Request
 from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 
+from hubbub.clock import running_loop
 from hubbub.limits import client_address
 from hubbub.protocol.codec import JSON, PROTOBUF, Codec
 from hubbub.protocol.codes import DisconnectCode, disconnect
@@ -225,7 +226,7 @@ _flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Flu
 
 def _flusher_for(delay: float) -> _Flusher:
     """The flusher of the running loop for ``delay``."""
-    loop = asyncio.get_running_loop()
+    loop = running_loop()
     per_loop = _flushers.get(loop)
     if per_loop is None:
         per_loop = _flushers[loop] = {}
@@ -423,7 +424,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         with contextlib.suppress(InvalidState):
             ws.send_close(code, reason)
         self._send_out()
-        self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+        self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def _abort(self) -> None:
         if self._transport is not None:
@@ -581,7 +582,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
 
     def _arm_frame_ping(self) -> None:
         interval = self.node.settings.client.ping_interval
-        self._ping_timer = asyncio.get_running_loop().call_later(interval, self._frame_ping)
+        self._ping_timer = running_loop().call_later(interval, self._frame_ping)
 
     def _frame_ping(self) -> None:
         """WebSocket-level heartbeat for clients that asked for it: a ping per interval; no
@@ -652,9 +653,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             if ws.state is State.CLOSED and self._transport is not None:
                 self._transport.close()
             elif self._close_timer is None:
-                self._close_timer = asyncio.get_running_loop().call_later(
-                    CLOSE_TIMEOUT, self._abort
-                )
+                self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def _frame(self, event: Frame) -> None:
         opcode = event.opcode
@@ -708,7 +707,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             return
         self._inbox.append(data)
         if self._reader is None:
-            self._reader = asyncio.get_running_loop().create_task(self._read())
+            self._reader = running_loop().create_task(self._read())
         if len(self._inbox) > _INBOX_HIGH and not self._paused and self._transport is not None:
             # A client sending faster than its commands are handled waits in its own TCP
             # buffer, not in our memory.
@@ -748,7 +747,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         ws.fail(code, reason)
         self._send_out()
         if self._close_timer is None:
-            self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+            self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def _send_out(self) -> None:
         ws, transport = self._ws, self._transport

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from hubbub.apps.errors import bad_request, check_text, not_found
+from hubbub.apps.users import UserRecorder
 from hubbub.config import NotificationSettings
 from hubbub.node import Node
 from hubbub.protocol.codes import ErrorCode, ProtocolError, error
@@ -76,12 +77,22 @@ class NotificationService:
         node: the node whose personal channels carry the live pushes.
         store: the inboxes.
         settings: the notification options.
+        users: records who connects; notifications wait for the users it has noted, so a
+            user who has just connected is known.
     """
 
-    def __init__(self, node: Node, store: Store, settings: NotificationSettings) -> None:
+    def __init__(
+        self,
+        node: Node,
+        store: Store,
+        settings: NotificationSettings,
+        *,
+        users: UserRecorder | None = None,
+    ) -> None:
         self.node = node
         self.store = store
         self.settings = settings
+        self.users = users
 
     async def notify(
         self,
@@ -119,6 +130,8 @@ class NotificationService:
         if len(encoded) > self.settings.max_data_size:
             raise bad_request(f"data is larger than {self.settings.max_data_size} bytes")
         try:
+            if self.users is not None:
+                await self.users.settled()
             if users is None:
                 recipients = await self.store.all_users()
             else:
