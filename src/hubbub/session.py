@@ -221,6 +221,21 @@ class Session:
             self.node.metrics_bad_input(reason.code)
             self.close(reason)
 
+    def take_pong(self, frame: bytes) -> bool:
+        """Handle ``frame`` here and now if it is a bare pong; True if it was one.
+
+        For transports that queue frames for :meth:`handle_frame`: call it only when nothing
+        is queued before ``frame``. The answer to every ping then costs no task.
+        """
+        if frame != self.codec.ping:
+            return False
+        try:
+            self._on_pong()
+        except Disconnect as reason:
+            self.node.metrics_bad_input(reason.code)
+            self.close(reason)
+        return True
+
     async def _handle_command(self, cmd: Command) -> None:
         if cmd.id == 0:
             if cmd.send is not None:

@@ -135,6 +135,13 @@ async def test_command_before_connect(server: RunningServer, control: Control) -
     await control.check()
 
 
+async def test_pong_before_connect(server: RunningServer, control: Control) -> None:
+    ws = await open_ws(server)
+    await ws.send("{}")  # a pong with no ping: before connect it is a bad request
+    assert await close_code(ws) == 3501
+    await control.check()
+
+
 async def test_over_long_channel_is_107(server: RunningServer, control: Control) -> None:
     ws = await connect_ws(server)
     await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "x" * 256}}))

@@ -12,6 +12,7 @@ import websockets
 
 from hubbub.auth import mint_connection_token
 from hubbub.client import connect
+from hubbub.transports.native import NativeWebSocketProtocol
 from tests.conftest import SECRET, UNIT, RunningServer, suite_settings
 
 WAIT = 5 * UNIT
@@ -93,3 +94,34 @@ async def test_websocket_level_pings_for_clients_that_ask(start_server: Any) -> 
         await asyncio.sleep(1.2 * UNIT)
         assert pings >= 2
         assert ws.state.name == "OPEN"  # websockets answered every ping: still open
+
+
+async def test_pongs_are_answered_without_a_task(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running: RunningServer = await start_server(
+        suite_settings(client={"ping_interval": 0.2, "pong_timeout": 0.15})
+    )
+    readers = 0
+    original = NativeWebSocketProtocol._read
+
+    def counted(self: NativeWebSocketProtocol) -> Any:
+        nonlocal readers
+        readers += 1
+        return original(self)
+
+    monkeypatch.setattr(NativeWebSocketProtocol, "_read", counted)
+    async with websockets.connect(running.url) as ws:
+        token = mint_connection_token(SECRET, "beat")
+        await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+        assert "connect" in json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        assert readers == 1  # the connect
+        for _ in range(5):
+            assert await asyncio.wait_for(ws.recv(), WAIT) == "{}"
+            await ws.send("{}")
+        await ws.send(json.dumps({"id": 2, "presence_stats": {"channel": "chat:x"}}))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        # Still connected after five pings (pong_timeout is shorter than the interval), and
+        # only the commands took a task.
+        assert reply["id"] == 2 and "presence_stats" in reply
+        assert readers == 2

@@ -703,8 +703,11 @@ class NativeWebSocketProtocol(asyncio.Protocol):
 
     def _message(self, opcode: Opcode, data: bytes) -> None:
         """Queue a valid message for the session."""
-        if self._closing or self._session is None:
+        session = self._session
+        if self._closing or session is None:
             return
+        if self._reader is None and session.take_pong(data):
+            return  # the usual message of an idle connection, answered without a task
         self._inbox.append(data)
         if self._reader is None:
             self._reader = running_loop().create_task(self._read())
