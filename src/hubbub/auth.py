@@ -36,6 +36,8 @@ class TokenExpired(TokenError):
     """Valid but expired (``exp`` past) or not yet valid (``nbf`` future)."""
 
 
+_HEADERS_KEPT = 64  # distinct token headers remembered (issuers use one or a few)
+
 _OVERRIDABLE = ("presence", "join_leave", "force_push_join_leave", "force_recovery",
                 "force_positioning")  # fmt: skip
 
@@ -163,12 +165,19 @@ class TokenVerifier:
             "RS": settings.rsa_public_key,
             "ES": settings.ecdsa_public_key,
         }
+        self._headers: dict[str, dict[str, Any]] = {}
 
     def _decode(self, token: str) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except (jwt.PyJWTError, RecursionError, ValueError):
-            raise TokenInvalid("malformed token") from None
+        # Tokens of one issuer share their header segment: parsed once, not per token.
+        segment = token.partition(".")[0]
+        header = self._headers.get(segment)
+        if header is None:
+            try:
+                header = jwt.get_unverified_header(token)
+            except (jwt.PyJWTError, RecursionError, ValueError):
+                raise TokenInvalid("malformed token") from None
+            if len(self._headers) < _HEADERS_KEPT:
+                self._headers[segment] = header
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._settings.algorithms:
             raise TokenInvalid(f"algorithm {alg!r} is not allowed")

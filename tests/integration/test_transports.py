@@ -4,7 +4,10 @@ header deadline, WebSocket-level pings) over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ import websockets
 
 from hubbub.auth import mint_connection_token
 from hubbub.client import connect
+from hubbub.transports.asgi import JSON_SUBPROTOCOL
 from hubbub.transports.native import NativeWebSocketProtocol
 from tests.conftest import SECRET, UNIT, RunningServer, suite_settings
 
@@ -125,3 +129,41 @@ async def test_pongs_are_answered_without_a_task(
         # only the commands took a task.
         assert reply["id"] == 2 and "presence_stats" in reply
         assert readers == 2
+
+
+def _upgrade(port: int, *headers: str) -> bytes:
+    """Send an upgrade request by hand; the server's whole answer (it closes after refusing)."""
+    request = "\r\n".join(
+        [
+            "GET /connection/websocket HTTP/1.1",
+            "Host: 127.0.0.1",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            *headers,
+        ]
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall((request + "\r\n\r\n").encode())
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer
+
+
+async def test_invalid_upgrades_are_refused_with_a_reason(server: RunningServer) -> None:
+    key = base64.b64encode(os.urandom(16)).decode()
+    old = await asyncio.to_thread(
+        _upgrade, server.port, f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 8"
+    )
+    assert old.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert b"\r\nSec-WebSocket-Version: 13\r\n" in old and old.endswith(b"only 13\n")
+    keyless = await asyncio.to_thread(_upgrade, server.port, "Sec-WebSocket-Version: 13")
+    assert keyless.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Sec-WebSocket-Key" in keyless.split(b"\r\n\r\n")[1]
+    assert server.node.counters["handshake.invalid"] == 2
+    # And a good one still opens.
+    async with websockets.connect(server.url, subprotocols=[JSON_SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == JSON_SUBPROTOCOL
+        token = mint_connection_token(SECRET, "ok")
+        await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+        assert "connect" in json.loads(await asyncio.wait_for(ws.recv(), WAIT))

@@ -31,9 +31,7 @@ from urllib.parse import parse_qs
 
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
-from websockets.protocol import Protocol, State
-from websockets.server import ServerProtocol
+from websockets.protocol import Protocol, Side, State
 
 from hubbub.clock import running_loop
 from hubbub.limits import client_address
@@ -41,6 +39,13 @@ from hubbub.protocol.codec import JSON, PROTOBUF, Codec
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.session import Session
 from hubbub.transports.asgi import JSON_SUBPROTOCOL, PROTOBUF_SUBPROTOCOL, origin_allowed
+from hubbub.transports.handshake import (
+    HandshakeError,
+    check_upgrade,
+    offered_subprotocols,
+    parse_head,
+    switching,
+)
 from hubbub.transports.serving import node_of
 
 log = logging.getLogger("hubbub.transport")
@@ -236,14 +241,6 @@ def _flusher_for(delay: float) -> _Flusher:
     return flusher
 
 
-def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Any:
-    # Protobuf when offered, else JSON when offered; clients offering neither speak JSON.
-    for name in (PROTOBUF_SUBPROTOCOL, JSON_SUBPROTOCOL):
-        if name in offered:
-            return name
-    return None
-
-
 class NativeWebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection: an asyncio protocol with uvicorn's WebSocket class interface.
 
@@ -300,7 +297,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self._max_bytes = settings.client.queue_max_size
         self._flusher = _flusher_for(settings.write_delay)
         self._transport: asyncio.Transport | None = None
-        self._ws: ServerProtocol | None = None
+        self._ws: Protocol | None = None
         self._session: Session | None = None
         self._opcode = Opcode.TEXT.value
         self._binary = False
@@ -506,62 +503,53 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         node = self.node
         transport = self._transport
         assert transport is not None
-        ws = ServerProtocol(
-            select_subprotocol=_select_subprotocol,
-            max_size=node.settings.client.max_message_size,
-            logger=log,
-        )
-        ws.receive_data(head)
-        events = ws.events_received()
-        request = events[0] if events else None
-        if not isinstance(request, Request):
-            transport.close()
+        try:
+            request = parse_head(head)
+        except HandshakeError as exc:
+            self._refuse(exc, "handshake.invalid")
             return
-        path, _, query_string = request.path.partition("?")
-        if not self._serves(path):
+        if not self._serves(request.path):
             self._hand_over(head)
             return
-        self._ws = ws
-        headers = request.headers
         limits = node.settings.limits
         self._ip = client_address(
-            self._ip, headers.get("X-Forwarded-For", ""), limits.trusted_proxies
+            self._ip, request.header("x-forwarded-for"), limits.trusted_proxies
         )
-        refusal = ""
+        try:
+            accept = check_upgrade(request)
+        except HandshakeError as exc:
+            self._refuse(exc, "handshake.invalid")
+            return
         if node.draining:
             # Shutting down: refuse, so the client's reconnect lands on another node.
-            refusal, status = "shutting down", 503
-        elif (limits.max_connections and node.open_sockets >= limits.max_connections) or (
+            self._refuse(HandshakeError(503, "shutting down"), "")
+            return
+        if (limits.max_connections and node.open_sockets >= limits.max_connections) or (
             limits.connections_per_ip and node.sockets_by_ip[self._ip] >= limits.connections_per_ip
         ):
             log.warning("refused WebSocket from %s: connection limit", self._remote)
-            node.counters["handshake.connection_limit"] += 1
-            refusal, status = "connection limit", 503
-        else:
-            origin = headers.get("Origin", "")
-            allowed = node.settings.client.allowed_origins
-            if not origin_allowed(origin, headers.get("Host", ""), allowed):
-                log.warning(
-                    "refused WebSocket from %s: origin %r not allowed", self._remote, origin
-                )
-                node.counters["handshake.origin_refused"] += 1
-                refusal, status = "origin not allowed", 403
-        response = ws.reject(status, refusal + "\n") if refusal else ws.accept(request)
-        ws.send_response(response)
-        self._send_out()
-        if response.status_code == 101 and not ws.reader.buffer:
-            # The handshake parser's frame keeps the request (headers: ~2 KiB) alive for the
-            # connection's lifetime; a fresh frame parser holds only what frames need.
-            ws.parser = Protocol.parse(ws)
-            next(ws.parser)
-        if response.status_code != 101:
-            if not refusal:
-                node.counters["handshake.invalid"] += 1
-                log.info("bad WebSocket handshake from %s: %s", self._remote, ws.handshake_exc)
-            transport.close()
+            self._refuse(HandshakeError(503, "connection limit"), "handshake.connection_limit")
             return
-        query = parse_qs(query_string)
-        wants_protobuf = response.headers.get("Sec-WebSocket-Protocol") == PROTOBUF_SUBPROTOCOL
+        origin = request.header("origin")
+        if not origin_allowed(origin, request.header("host"), node.settings.client.allowed_origins):
+            log.warning("refused WebSocket from %s: origin %r not allowed", self._remote, origin)
+            self._refuse(HandshakeError(403, "origin not allowed"), "handshake.origin_refused")
+            return
+        offered = offered_subprotocols(request)
+        subprotocol = next(
+            (name for name in (PROTOBUF_SUBPROTOCOL, JSON_SUBPROTOCOL) if name in offered), None
+        )
+        transport.write(switching(accept, subprotocol))
+        # From here on only frames: websockets' protocol, already open, parses them (masking,
+        # fragments, control frames, limits) and makes the close handshake.
+        self._ws = Protocol(
+            Side.SERVER,
+            state=State.OPEN,
+            max_size=node.settings.client.max_message_size,
+            logger=log,
+        )
+        query = parse_qs(request.query)
+        wants_protobuf = subprotocol == PROTOBUF_SUBPROTOCOL
         wants_protobuf = wants_protobuf or "protobuf" in (
             query.get("format", []) + query.get("cf_protocol", [])
         )
@@ -579,6 +567,16 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         node.counters[f"connections.{codec.name}"] += 1
         if frame_pings:
             self._arm_frame_ping()
+
+    def _refuse(self, refusal: HandshakeError, counter: str) -> None:
+        """Answer the upgrade request with an HTTP error and close."""
+        if counter:
+            self.node.counters[counter] += 1
+        if refusal.status == 400 or refusal.status == 426:
+            log.info("bad WebSocket handshake from %s: %s", self._remote, refusal.reason)
+        assert self._transport is not None
+        self._transport.write(refusal.response())
+        self._transport.close()
 
     def _arm_frame_ping(self) -> None:
         interval = self.node.settings.client.ping_interval
