@@ -410,17 +410,20 @@ async def publish(
     channels: list[str],
     seconds: float,
     rate: float | None,
-    window: int,
+    in_flight: int,
+    per_publication: int,
+    counters: list[PumpStats],
 ) -> dict[str, Any]:
     """Publish for ``seconds``, channels round-robin, each frame written at once.
 
     With ``rate``: that many publications per second, on schedule (open loop). With ``rate``
-    None, the maximum rate: a closed loop that keeps ``window`` publications in flight, where
-    in flight means sent but not yet received by ``probe``, a subscriber of every channel that
-    connected after all the others (so it comes last, or close to it, in each fan-out). Its
-    receipt of publication k means the server has written (or buffered) k for everyone.
-    Acknowledgements of the server are counted, but only the probe paces the loop: a server
-    that acknowledges before it delivers (Bun, python-socketio) cannot run ahead.
+    None, the maximum rate: a closed loop that keeps ``in_flight`` deliveries in flight, where
+    in flight means expected (``per_publication`` subscribers, the probe included, for each
+    publication sent) but not yet counted by any subscriber: ``counters`` are the C loops'
+    statistics of every client process (shared memory), the probe counts its own. So the
+    publisher never runs ahead of the slowest subscriber by more than the window, and a
+    server that acknowledges before it delivers (Bun, python-socketio) cannot run ahead either.
+    The probe's receipts wake the loop; between them it looks every millisecond.
     """
     assert conn.transport is not None
     write = conn.transport.write
@@ -433,16 +436,21 @@ async def publish(
     count = len(channels)
     per_channel = [0] * count
     base_acked, base_errors = conn.acked, conn.errors
-    base_seen = probe.stats.received
+    base_seen = probe.stats.received + sum(c.received for c in counters)
+
+    def delivered() -> int:
+        return probe.stats.received + sum(c.received for c in counters) - base_seen
+
     while True:
         now = time.monotonic()
         if now >= end:
             break
         if rate is None:
-            budget = window - (sent - (probe.stats.received - base_seen))
+            budget = (in_flight - (sent * per_publication - delivered())) // per_publication
             if budget <= 0:
                 probe.waiter = loop.create_future()
-                await asyncio.wait_for(probe.waiter, 30)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(probe.waiter, 0.001)
                 continue
         else:
             due = int((now - start) * rate) + 1
@@ -494,10 +502,10 @@ class Pump:
 
     CAPACITY = 4_000_000  # latencies kept per run (32 MB)
 
-    def __init__(self, library: str, conns: list[Connection]) -> None:
+    def __init__(self, library: str, conns: list[Connection], stats: PumpStats) -> None:
         lib = ctypes.CDLL(library)
         lib.pump_run.restype = ctypes.c_int
-        self.stats = PumpStats()
+        self.stats = stats
         self.latencies = (ctypes.c_int64 * self.CAPACITY)()
         # A connection the server closed meanwhile (already counted in ``closed``) stays out.
         conns = [c for c in conns if c.transport is not None and not c.transport.is_closing()]
@@ -590,7 +598,19 @@ def _report(stats: Stats, pump: Pump | None, latencies: bool) -> dict[str, Any]:
     return out
 
 
-async def _serve(inbox: Any, pipe: Any, library: str | None) -> None:
+def shared_counters(shared: Any, slots: int) -> list[PumpStats]:
+    """The C loops' statistics of ``slots`` client processes, in ``shared`` (a RawArray of
+    ``counter_words(slots)`` int64 made by the orchestrator before the processes)."""
+    size = ctypes.sizeof(PumpStats)
+    return [PumpStats.from_buffer(shared, i * size) for i in range(slots)]
+
+
+def counter_words(slots: int) -> int:
+    """int64 words of shared memory for ``slots`` processes' statistics."""
+    return slots * ctypes.sizeof(PumpStats) // 8
+
+
+async def _serve(inbox: Any, pipe: Any, library: str | None, shared: Any, slot: int) -> None:
     loop = asyncio.get_running_loop()
     stats = Stats()
     conns: list[Connection] = []
@@ -621,7 +641,8 @@ async def _serve(inbox: Any, pipe: Any, library: str | None) -> None:
             conns.extend(c for c in opened if c is not None)
             subscribers = [c for c in conns if c.spec.get("role", "sub") == "sub"]
             if library and subscribers and pump is None and len(subscribers) == len(conns):
-                pump = Pump(library, subscribers)
+                stats_slot = shared_counters(shared, slot + 1)[slot] if shared else PumpStats()
+                pump = Pump(library, subscribers, stats_slot)
             failures = stats.failures
             pipe.send(
                 {
@@ -648,10 +669,14 @@ async def _serve(inbox: Any, pipe: Any, library: str | None) -> None:
         elif cmd == "collect":
             pipe.send(_report(stats, pump, latencies=True))
         elif cmd == "publish":
-            channels, seconds, rate, window = arg
+            channels, seconds, rate, in_flight, per_publication, slots = arg
+            counters = shared_counters(shared, slots) if shared is not None else []
             cpu = time.process_time()
             try:
-                result = await publish(conns[0], conns[1], channels, seconds, rate, window)
+                pub, probe = conns[0], conns[1]
+                result = await publish(
+                    pub, probe, channels, seconds, rate, in_flight, per_publication, counters
+                )
             except (ConnectionError, TimeoutError) as exc:
                 result = {"error": str(exc) or type(exc).__name__}
             result["cpu"] = time.process_time() - cpu
@@ -667,7 +692,13 @@ async def _serve(inbox: Any, pipe: Any, library: str | None) -> None:
 
 
 def worker_main(
-    inbox: Any, pipe: Any, cpu: int | None, publisher: bool = False, library: str | None = None
+    inbox: Any,
+    pipe: Any,
+    cpu: int | None,
+    publisher: bool = False,
+    library: str | None = None,
+    shared: Any = None,
+    slot: int = -1,
 ) -> None:
     """Entry point of a client process: pinned to the clients' core, on uvloop."""
     import uvloop
@@ -684,5 +715,5 @@ def worker_main(
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    uvloop.run(_serve(inbox, pipe, library))
+    uvloop.run(_serve(inbox, pipe, library, shared, slot))
     os._exit(0)

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 import report
-from clients import worker_main
+from clients import counter_words, worker_main
 from harness import Processes, cpu_seconds, progress
 from servers import Server, bun_binary, catalogue, connection_token
 
@@ -138,11 +138,14 @@ class Worker:
         cpu: int | None,
         publisher: bool = False,
         library: str | None = None,
+        shared: Any = None,
+        slot: int = -1,
     ) -> None:
         cmd_read, self.cmd = ctx.Pipe(duplex=False)
         self.answers, answer_write = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(
-            target=worker_main, args=(cmd_read, answer_write, cpu, publisher, library)
+            target=worker_main,
+            args=(cmd_read, answer_write, cpu, publisher, library, shared, slot),
         )
         self.proc.start()
         procs.add_worker(self.proc)
@@ -211,11 +214,15 @@ class Run:
             # pinged while the others connect and during the hold.
             server.options = {**server.options, "ping_interval": 10.0}
         server.start(procs, self.server_cpu, harness.free_port(), bun, self.client_cpu)
+        # The C loops count deliveries in shared memory, so the publisher can pace itself on
+        # every subscriber's count (deliveries in flight), not on one connection's.
+        slots = args.client_processes
+        self.shared = ctx.RawArray("q", counter_words(slots)) if args.pump else None
         self.workers = [
-            Worker(ctx, procs, self.client_cpu, library=args.pump)
-            for _ in range(args.client_processes)
+            Worker(ctx, procs, self.client_cpu, library=args.pump, shared=self.shared, slot=i)
+            for i in range(slots)
         ]
-        self.publisher = Worker(ctx, procs, self.client_cpu, publisher=True)
+        self.publisher = Worker(ctx, procs, self.client_cpu, publisher=True, shared=self.shared)
         self.result: dict[str, Any] = {"server": server.key, "label": server.label}
 
     def spec(self, i: int, role: str, channels: list[str], sample: bool = False) -> dict[str, Any]:
@@ -305,8 +312,15 @@ class Run:
         broadcast(self.workers, "reset")
         self.publisher.call("reset")
         cpu0, t0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+        if self.shared is not None:
+            # Deliveries in flight: every subscriber of a channel, and the probe, per publication.
+            per_publication = max(self.subs_per_channel.values()) + 1
+            pacing = (self.args.in_flight, per_publication, self.args.client_processes)
+        else:
+            # Subscribers read in Python count only for themselves: paced on the probe alone.
+            pacing = (self.window, 1, 0)
         pub = self.publisher.call(
-            "publish", (self.channels, seconds, rate, self.window), timeout=seconds + 90
+            "publish", (self.channels, seconds, rate, *pacing), timeout=seconds + 90
         )
         if "error" in pub:
             raise RuntimeError(f"publisher: {pub['error']}")
