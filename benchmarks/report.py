@@ -363,7 +363,7 @@ def profile_text(profile: dict[str, Any]) -> str:
 
 COLOURS = {
     "hubbub": "#1f77b4",
-    "hubbub-delay": "#6baed6",
+    "hubbub-nodelay": "#6baed6",
     "hubbub-asgi": "#9467bd",
     "bun": "#ff7f0e",
     "tutorial": "#2ca02c",

@@ -60,7 +60,7 @@ from clients import counter_words, worker_main
 from harness import Processes, cpu_seconds, progress
 from servers import Server, bun_binary, catalogue, connection_token
 
-MAIN = ["hubbub", "hubbub-delay", "hubbub-asgi", "bun", "tutorial", "socketio"]
+MAIN = ["hubbub", "hubbub-nodelay", "hubbub-asgi", "bun", "tutorial", "socketio"]
 VARIANTS = ["hubbub", "hubbub-history", "hubbub-redis", "hubbub-redis-history"]
 
 
@@ -111,7 +111,7 @@ def scenarios(args: argparse.Namespace, fd_limit: int) -> list[Scenario]:
             )
     # The server needs a descriptor per connection plus a few of its own.
     connections = min(args.connections, fd_limit - 150)
-    conn_servers = [s for s in chosen if s != "hubbub-delay"]
+    conn_servers = [s for s in chosen if s != "hubbub-nodelay"]
     out.append(
         Scenario(
             "connections",
@@ -629,7 +629,7 @@ def main() -> int:
     if quick:
         args.no_profile = True
         args.warmup = min(args.warmup, 0.5)
-        args.servers = args.servers or [s for s in MAIN if s != "hubbub-delay"]
+        args.servers = args.servers or [s for s in MAIN if s != "hubbub-nodelay"]
     args.json = args.json or (
         harness.LOCAL / "quick.json" if quick else harness.ROOT / "benchmarks" / "results.json"
     )

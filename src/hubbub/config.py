@@ -321,7 +321,7 @@ class Settings(BaseSettings):
     websocket_path: str = "/connection/websocket"
     websocket_compression: bool = False
     transport: Literal["native", "asgi"] = "native"
-    write_delay: float = Field(default=0.0, ge=0, le=0.1)
+    write_delay: float = Field(default=0.002, ge=0, le=0.1)
     shutdown_drain_period: float = Field(default=5.0, ge=0, le=300)
     token: TokenSettings = TokenSettings()
     client: ClientSettings = ClientSettings()

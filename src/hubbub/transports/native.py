@@ -12,11 +12,15 @@ subscriber the same bytes object, so a one-entry cache turns thousands of frame 
 one), appended to each connection's pending list without a task, future or await, and all
 connections touched in one loop iteration are flushed together: one ``transport.write`` per
 connection per iteration, however many messages it got. Under load that batches several
-messages into one write, which is where the kernel's per-``send`` cost is saved.
+messages into one write, which is where the kernel's per-``send`` cost is saved. Live
+subscribers with nothing to check per publication go further: they are members of a channel
+group (``_Group``), which takes a publication with no work per member and writes all its new
+frames to every member as one shared bytes object at the flush.
 
-Incoming frames go through the sans-I/O protocol of ``websockets`` (handshake, masking,
-fragmentation, UTF-8 validation, control frames and the close handshake), which is strict and
-well tested; only the outgoing data path is written here.
+The opening handshake is answered by :mod:`hubbub.transports.handshake` over the request head
+uvicorn already parsed. Incoming frames go through the sans-I/O protocol of ``websockets``
+(masking, fragmentation, size limits, control frames and the close handshake), which is strict
+and well tested; only the outgoing data path is written here.
 """
 
 from __future__ import annotations
