@@ -194,6 +194,11 @@ async def test_per_user_limits_hold_across_nodes(start_server: Any, redis_url: s
                 except hc.ReplyError as exc:
                     assert exc.code == 111
         assert 20 <= accepted <= 26, accepted  # the burst, plus what refilled meanwhile
-    # Closed connections no longer count.
+    # Closed connections no longer count, once each node has handled the close (the client's
+    # exit does not wait for it).
+    for _ in range(int(100 * UNIT)):
+        if await two.node.user_connections_everywhere("alice") == 0:
+            break
+        await asyncio.sleep(0.02)
     async with hc.connect(two.url, token=token), hc.connect(two.url, token=token):
         pass
