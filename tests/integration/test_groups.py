@@ -53,6 +53,12 @@ async def _messages(ws: Any, count: int) -> list[dict[str, Any]]:
     return got
 
 
+async def _subscribe(channel: str, *sockets: Any) -> None:
+    for ws in sockets:
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": channel}}))
+        assert "subscribe" in (await _messages(ws, 1))[0]
+
+
 def _members(node: Node, channel: str) -> int:
     return sum(len(group) for group in node._groups.get(channel, {}).values())
 
@@ -114,9 +120,7 @@ async def test_own_messages_keep_their_place_between_publications(start_server: 
     node = running.node
     mine, other = await _raw(running, "mine"), await _raw(running, "other")
     try:
-        for ws in (mine, other):
-            await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "live:order"}}))
-            assert "subscribe" in (await _messages(ws, 1))[0]
+        await _subscribe("live:order", mine, other)
         await _until(lambda: _members(node, "live:order") == 2)
         await _fresh_window(node, "live:order", mine)
         assert len(await _messages(other, 1)) == 1
@@ -139,8 +143,7 @@ async def test_joining_between_flushes_gets_only_what_follows(start_server: Any)
     node = running.node
     early, late = await _raw(running, "early"), await _raw(running, "late")
     try:
-        await early.send(json.dumps({"id": 2, "subscribe": {"channel": "live:join"}}))
-        assert "subscribe" in (await _messages(early, 1))[0]
+        await _subscribe("live:join", early)
         await _until(lambda: _members(node, "live:join") == 1)
         await _fresh_window(node, "live:join", early)
         await node.publish("live:join", {"n": 1})
@@ -167,9 +170,7 @@ async def test_leaving_between_flushes_gets_what_came_before_its_reply(
     node = running.node
     leaving, staying = await _raw(running, "leaving"), await _raw(running, "staying")
     try:
-        for ws in (leaving, staying):
-            await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "live:leave"}}))
-            assert "subscribe" in (await _messages(ws, 1))[0]
+        await _subscribe("live:leave", leaving, staying)
         await _until(lambda: _members(node, "live:leave") == 2)
         await _fresh_window(node, "live:leave", leaving)
         assert len(await _messages(staying, 1)) == 1
