@@ -85,6 +85,8 @@ class Hub:
 
     async def close(self) -> None:
         """Stop the node (closing every connection), then close the store."""
+        if self.users is not None:
+            await self.users.settled()  # the users noted last are recorded, not dropped
         await self.node.close()
         if self.store is not None:
             await self.store.close()

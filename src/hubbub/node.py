@@ -541,7 +541,7 @@ class Node:
         False when the transport has no groups or the subscriber is not (or no longer) here.
         """
         direct = self._direct.get(channel)
-        if direct is None or client_id not in direct:
+        if direct is None or client_id not in direct or transport.closing:
             return False
         groups = self._groups.get(channel)
         group = groups.get(codec) if groups is not None else None

@@ -178,7 +178,7 @@ class _Group:
     takes the rest at its own flush.
     """
 
-    __slots__ = ("__weakref__", "_flusher", "frames", "members", "opcode")
+    __slots__ = ("_flusher", "frames", "members", "opcode")
 
     def __init__(self, flusher: _Flusher, opcode: int) -> None:
         self._flusher = flusher
