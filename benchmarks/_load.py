@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
@@ -33,6 +32,8 @@ from typing import Any
 
 import websockets
 
+from harness import free_port, raise_fd_limit
+
 SECRET = "soak-benchmark-hmac-secret-0123456789abcdef"
 API_KEY = "soak-benchmark-api-key"
 
@@ -47,21 +48,6 @@ RSS_TOLERANCE = 0.05
 COUNT_TOLERANCE = 0.005
 COUNT_SLACK = 10
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's soft descriptor limit to the hard one (children inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def machine() -> str:
@@ -312,6 +298,25 @@ def sample(pid: int, port: int, t0: float) -> Sample:
         clients=int(metrics.get("hubbub_clients", -1)),
         scrape_ms=(time.monotonic() - started) * 1000,
     )
+
+
+def sample_for(
+    server: Server, seconds: float, every: float, label: str, start: float
+) -> list[Sample]:
+    """Sample ``server`` every ``every`` seconds for ``seconds`` from ``start`` (monotonic),
+    showing each sample on the status line as ``label``."""
+    samples: list[Sample] = []
+    next_sample = start
+    while time.monotonic() - start < seconds:
+        s = sample(server.pid, server.port, start)
+        samples.append(s)
+        progress(
+            f"{label} {s.t:.0f}/{seconds:g} s: RSS {s.rss_kib / 1024:.1f} MiB, "
+            f"fds {s.fds:,}, tasks {s.tasks:,}, clients {s.clients:,}"
+        )
+        next_sample += every
+        time.sleep(max(0.0, next_sample - time.monotonic()))
+    return samples
 
 
 def slope_per_minute(xs: list[float], ys: list[float]) -> float:

@@ -37,7 +37,6 @@ from typing import Any
 from _load import (
     GROWTH_HEADER,
     Publisher,
-    Sample,
     Server,
     WorkerReport,
     churn_process,
@@ -50,6 +49,7 @@ from _load import (
     progress,
     raise_fd_limit,
     sample,
+    sample_for,
     samples_table,
     scrape,
     stop_processes,
@@ -174,17 +174,7 @@ def run(
         event.wait(60)
     cpu_before = cpu_seconds(server.pid)
     churn_start = time.monotonic()
-    samples: list[Sample] = []
-    next_sample = churn_start
-    while time.monotonic() - churn_start < args.seconds:
-        s = sample(server.pid, server.port, churn_start)
-        samples.append(s)
-        progress(
-            f"churn {s.t:.0f}/{args.seconds:g} s: RSS {s.rss_kib / 1024:.1f} MiB, "
-            f"fds {s.fds:,}, tasks {s.tasks:,}, clients {s.clients:,}"
-        )
-        next_sample += args.sample_every
-        time.sleep(max(0.0, next_sample - time.monotonic()))
+    samples = sample_for(server, args.seconds, args.sample_every, "churn", churn_start)
     churn_stop.set()
     churn_reports: list[WorkerReport] = [churn_out.get(timeout=60) for _ in churners]
     churn_seconds = time.monotonic() - churn_start

@@ -175,35 +175,37 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     big = _find(results, "one-10000")
     ours = _row(big, "hubbub")
     ours_max = (ours or {}).get("max")
+
+    def compare(label: str, ref: dict[str, Any] | None, field: str, unit: str, ok: Any) -> None:
+        # hubbub's max-rate figure over the reference's, judged by ``ok(ratio)``.
+        if not (ours_max and ref):
+            add(label, "not measured", None)
+            return
+        mine, theirs = ours_max[field], ref[field]
+        shown = f"{mine:.2f} vs {theirs:.2f} {unit}" if unit else f"{_n(mine)} vs {_n(theirs)}"
+        add(label, f"x{mine / theirs:.2f} ({shown})", ok(mine / theirs))
+
     for key, name, factor in (
         ("bun", "Bun", 1.0),
         ("tutorial", "the tutorial manager", 5.0),
         ("socketio", "python-socketio", 15.0),
     ):
         ref = (_row(big, key) or {}).get("max")
-        label = f"10,000 subscribers, max rate: delivered/s ≥ {factor:g}x {name}"
-        if ours_max and ref:
-            ratio = ours_max["deliveries_per_s"] / ref["deliveries_per_s"]
-            add(
-                label,
-                f"x{ratio:.2f} ({_n(ours_max['deliveries_per_s'])} vs "
-                f"{_n(ref['deliveries_per_s'])})",
-                ratio >= factor,
-            )
-        else:
-            add(label, "not measured", None)
+        compare(
+            f"10,000 subscribers, max rate: delivered/s ≥ {factor:g}x {name}",
+            ref,
+            "deliveries_per_s",
+            "",
+            lambda ratio, factor=factor: ratio >= factor,
+        )
         if key == "bun":
-            label = "10,000 subscribers, max rate: server CPU per delivery ≤ Bun's"
-            if ours_max and ref:
-                ratio = ours_max["cpu_us_per_delivery"] / ref["cpu_us_per_delivery"]
-                add(
-                    label,
-                    f"x{ratio:.2f} ({ours_max['cpu_us_per_delivery']:.2f} vs "
-                    f"{ref['cpu_us_per_delivery']:.2f} µs)",
-                    ratio <= 1.0,
-                )
-            else:
-                add(label, "not measured", None)
+            compare(
+                "10,000 subscribers, max rate: server CPU per delivery ≤ Bun's",
+                ref,
+                "cpu_us_per_delivery",
+                "µs",
+                lambda ratio: ratio <= 1.0,
+            )
     fixed = (ours or {}).get("fixed")
     if fixed and "skipped" not in fixed:
         add(

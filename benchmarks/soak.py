@@ -37,7 +37,6 @@ from typing import Any
 from _load import (
     GROWTH_HEADER,
     Publisher,
-    Sample,
     Server,
     WorkerReport,
     commit,
@@ -49,6 +48,7 @@ from _load import (
     progress,
     raise_fd_limit,
     sample,
+    sample_for,
     samples_table,
     scrape,
     stop_processes,
@@ -153,20 +153,10 @@ def run(
     full = sample(server.pid, server.port, t0)
 
     publisher = Publisher(server.port, channels, args.rate)
-    samples: list[Sample] = []
     cpu_before = cpu_seconds(server.pid)
     traffic_start = time.monotonic()
     publisher.start()
-    next_sample = traffic_start
-    while time.monotonic() - traffic_start < args.seconds:
-        s = sample(server.pid, server.port, traffic_start)
-        samples.append(s)
-        progress(
-            f"traffic {s.t:.0f}/{args.seconds:g} s: RSS {s.rss_kib / 1024:.1f} MiB, "
-            f"fds {s.fds:,}, tasks {s.tasks:,}, clients {s.clients:,}"
-        )
-        next_sample += args.sample_every
-        time.sleep(max(0.0, next_sample - time.monotonic()))
+    samples = sample_for(server, args.seconds, args.sample_every, "traffic", traffic_start)
     traffic_seconds = publisher.stop()
     server_busy = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - traffic_start)
     # Let the last publications land and at least one more ping round pass.
