@@ -22,7 +22,11 @@ Exits 1 when something grew, was lost, or was left behind. Always bounded: conne
 deadline, traffic runs ``--seconds``, and everything started is stopped on exit or Ctrl-C.
 
 Run:  .venv/bin/python benchmarks/soak.py [--connections 10000] [--seconds 120] [--rate 5]
-          [--ping-interval 5] [--pong-timeout 2] [--transport native|asgi]
+          [--ping-interval 5] [--pong-timeout 2] [--transport native|asgi] [--hold-cycles 1]
+
+With ``--hold-cycles N`` it does all of that N times on the same server (the same users
+connect, hold through the traffic, leave) and then compares the peak RSS of each cycle with the
+first: what closed connections leave behind adds up from cycle to cycle.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 
 from _load import (
     GROWTH_HEADER,
+    RSS_TOLERANCE,
     Publisher,
     Server,
     WorkerReport,
@@ -72,6 +77,13 @@ def main() -> int:
     parser.add_argument(
         "--transport", default="", help="the server's `transport` setting (default: its own)"
     )
+    parser.add_argument(
+        "--hold-cycles",
+        type=int,
+        default=1,
+        help="connect, hold (the traffic time) and leave this many times on one server; the "
+        "peak RSS of every later cycle must stay within 5%% of the first",
+    )
     args = parser.parse_args()
 
     limit = raise_fd_limit()
@@ -95,19 +107,46 @@ def main() -> int:
     )
 
     ctx = mp.get_context("spawn")
-    ready, stop, out = ctx.Value("i", 0), ctx.Event(), ctx.Queue()
-    workers: list[Any] = []
+    codes: list[int] = []
+    peaks: list[int] = []
     with Server(
         ping_interval=args.ping_interval,
         pong_timeout=args.pong_timeout,
         cpu=server_cpu,
         transport=args.transport,
     ) as server:
-        try:
-            return run(args, server, channels, client_cpus, ctx, ready, stop, out, workers)
-        finally:
-            stop.set()
-            stop_processes(workers)
+        for cycle in range(args.hold_cycles):
+            if args.hold_cycles > 1:
+                print(f"# Hold cycle {cycle + 1} of {args.hold_cycles}\n", flush=True)
+            ready, stop, out = ctx.Value("i", 0), ctx.Event(), ctx.Queue()
+            workers: list[Any] = []
+            try:
+                codes.append(
+                    run(args, server, channels, client_cpus, ctx, ready, stop, out, workers, peaks)
+                )
+            finally:
+                stop.set()
+                stop_processes(workers)
+            print()
+    if args.hold_cycles > 1 and not hold_cycles_report(peaks):
+        return 1
+    return max(codes)
+
+
+def hold_cycles_report(peaks: list[int]) -> bool:
+    """Print the peak RSS of every hold cycle against the first; True when every later
+    cycle stays within 5% of it (what a closed connection leaves for the collector shows
+    here: it adds up cycle after cycle until a full collection runs)."""
+    print("## Peak RSS per hold cycle\n")
+    print("| cycle | peak RSS (MiB) | against cycle 1 |\n|---|---|---|")
+    for i, peak in enumerate(peaks, 1):
+        print(f"| {i} | {peak / 1024:,.1f} | {peak / peaks[0] - 1:+.1%} |")
+    ok = all(peak <= peaks[0] * (1 + RSS_TOLERANCE) for peak in peaks[1:])
+    print(
+        f"\nverdict: {'no growth' if ok else 'GROWTH'} (tolerance: every cycle's peak RSS "
+        f"within +{RSS_TOLERANCE:.0%} of the first)"
+    )
+    return ok
 
 
 def run(
@@ -120,6 +159,7 @@ def run(
     stop: Any,
     out: Any,
     workers: list[Any],
+    peaks: list[int],
 ) -> int:
     t0 = time.monotonic()
     time.sleep(1.0)  # let the server finish starting its background tasks
@@ -163,6 +203,7 @@ def run(
     time.sleep(max(2.0, args.ping_interval))
     samples.append(sample(server.pid, server.port, traffic_start))
     metrics_during = scrape(server.port)
+    peaks.append(max(s.rss_kib for s in [full, *samples]))
 
     stop.set()
     reports: list[WorkerReport] = []

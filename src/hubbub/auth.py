@@ -4,7 +4,11 @@ Security rules: only algorithms in the configured allow-list, never ``none``; th
 by the algorithm's family (HS* -> shared secret, RS* -> RSA public key, ES* -> ECDSA public
 key) and PyJWT is told to accept exactly that one algorithm, so a token signed with HS256 using
 the RSA public key as the secret is refused. ``exp``/``nbf`` are checked against the node's
-clock. Token text never appears in errors or logs.
+clock; with ``token.require_exp`` a connection token without ``exp`` is refused. Token text
+never appears in errors or logs.
+
+The ``mint_*`` helpers sign development and test tokens; given the configured ``audience`` and
+``issuer`` they set ``aud`` and ``iss``, so the server accepts what they make.
 """
 
 from __future__ import annotations
@@ -225,10 +229,14 @@ class TokenVerifier:
         """Verify a connection token.
 
         Raises:
-            TokenInvalid: the server closes the connection with 3500.
+            TokenInvalid: the server closes the connection with 3500 (also for a token
+                without ``exp`` when ``token.require_exp`` is set).
             TokenExpired: the server answers 109 so the client fetches a new token.
         """
         claims = self._decode(token)
+        if self._settings.require_exp and claims.get("exp") is None:
+            # A token that never expires stays usable forever once it leaks.
+            raise TokenInvalid("the token has no exp claim (token.require_exp)")
         if "channel" in claims:
             raise TokenInvalid("a connection token must not carry a channel claim")
         subs: dict[str, ServerSub] = {}
@@ -281,6 +289,15 @@ class TokenVerifier:
         )
 
 
+def _audience_issuer(audience: str, issuer: str) -> dict[str, object]:
+    claims: dict[str, object] = {}
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    return claims
+
+
 def mint_connection_token(
     secret: str,
     user: str,
@@ -290,13 +307,20 @@ def mint_connection_token(
     channels: list[str] | None = None,
     info: object = None,
     algorithm: str = "HS256",
+    audience: str = "",
+    issuer: str = "",
     extra: dict[str, object] | None = None,
 ) -> str:
-    """A connection token for ``user`` signed with ``secret`` (for development and tests)."""
+    """A connection token for ``user`` signed with ``secret`` (for development and tests).
+
+    ``audience`` and ``issuer``, when given, become the ``aud`` and ``iss`` claims: pass the
+    server's ``token.audience`` and ``token.issuer``, which it then requires.
+    """
     issued = time.time() if now is None else now
     claims: dict[str, object] = {"sub": user, "iat": int(issued)}
     if ttl is not None:
         claims["exp"] = int(issued + ttl)
+    claims.update(_audience_issuer(audience, issuer))
     if channels:
         claims["channels"] = list(channels)
     if info is not None:
@@ -314,13 +338,17 @@ def mint_subscription_token(
     now: float | None = None,
     client: str = "",
     info: object = None,
+    audience: str = "",
+    issuer: str = "",
     extra: dict[str, object] | None = None,
 ) -> str:
-    """A subscription token granting ``user`` the ``channel`` (for development and tests)."""
+    """A subscription token granting ``user`` the ``channel`` (for development and tests);
+    ``audience`` and ``issuer`` as for :func:`mint_connection_token`."""
     issued = time.time() if now is None else now
     claims: dict[str, object] = {"sub": user, "channel": channel, "iat": int(issued)}
     if ttl is not None:
         claims["exp"] = int(issued + ttl)
+    claims.update(_audience_issuer(audience, issuer))
     if client:
         claims["client"] = client
     if info is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ from types import FrameType
 
 from hubbub import __version__, logs
 from hubbub.commands import bench, chat, listen, notify, publish
-from hubbub.commands.common import CommandError
+from hubbub.commands.common import CommandError, token_ttl
 from hubbub.config import ConfigError, Settings, load_settings
 
 EXIT_OK = 0
@@ -64,11 +65,16 @@ def _parser() -> argparse.ArgumentParser:
         "token",
         help="mint a connection or subscription token (development)",
         description="Print a JWT signed with the configured HMAC secret (or the development "
-        "secret with --dev).",
+        "secret with --dev), carrying the configured token.audience and token.issuer.",
     )
     token.add_argument("--config", metavar="FILE", help="TOML configuration file")
     token.add_argument("--user", required=True, help="user id (the token's sub claim)")
-    token.add_argument("--ttl", type=float, help="seconds until the token expires")
+    token.add_argument(
+        "--ttl",
+        type=float,
+        help="seconds until the token expires (default: never, or one hour when the "
+        "configuration sets token.require_exp)",
+    )
     token.add_argument(
         "--channel",
         action="append",
@@ -102,6 +108,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listening address) is reachable from this machine only:
+    ``localhost``, 127.0.0.0/8 or ``::1``. Any other name or address counts as exposed."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _serve(settings: Settings, workers: int = 1) -> int:
     import uvicorn
 
@@ -115,6 +132,13 @@ def _serve(settings: Settings, workers: int = 1) -> int:
             "development mode: tokens are signed with a public secret and every channel is "
             "open; do not expose this server"
         )
+        if not is_loopback(settings.host):
+            log.warning(
+                "development mode listening on %s, reachable from other machines: anyone "
+                "who can reach it can sign tokens, connect, and use the key-less API; "
+                "use --host 127.0.0.1, or drop --dev",
+                settings.host,
+            )
     options: dict[str, object] = {
         **uvicorn_options(settings),
         "host": settings.host,
@@ -168,10 +192,19 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    # The configured audience and issuer go into the token: the server requires them.
+    aud, iss = settings.token.audience, settings.token.issuer
     if args.subscription:
-        print(mint_subscription_token(secret, args.user, args.subscription, ttl=args.ttl))
+        token = mint_subscription_token(
+            secret, args.user, args.subscription, ttl=args.ttl, audience=aud, issuer=iss
+        )
     else:
-        print(mint_connection_token(secret, args.user, ttl=args.ttl, channels=args.channel or None))
+        ttl = token_ttl(args.ttl, settings.token)
+        channels = args.channel or None
+        token = mint_connection_token(
+            secret, args.user, ttl=ttl, channels=channels, audience=aud, issuer=iss
+        )
+    print(token)
     return EXIT_OK
 
 

@@ -132,6 +132,9 @@ class TokenSettings(_Section):
         "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
     ]  # fmt: skip
     leeway: float = Field(default=0.0, ge=0)
+    # Off by default: Centrifugo-style backends may issue connection tokens without exp (a
+    # connection that never expires); production setups that can should turn it on.
+    require_exp: bool = False
 
     @model_validator(mode="after")
     def _algorithms(self) -> TokenSettings:
@@ -155,6 +158,7 @@ class ClientSettings(_Section):
     channel_limit: int = Field(default=128, ge=1)
     queue_max_size: int = Field(default=1024 * 1024, ge=1024)
     max_message_size: int = Field(default=65536, ge=256)
+    max_fragments: int = Field(default=512, ge=1)
     history_max_publication_limit: int = Field(default=300, ge=0)
     recovery_max_publication_limit: int = Field(default=300, ge=0)
     allow_anonymous_connect_without_token: bool = False
@@ -185,6 +189,12 @@ class LimitSettings(_Section):
     user_command_burst: int = Field(default=800, ge=1)
     rejections_before_disconnect: int = Field(default=20, ge=1)
     header_timeout: float = Field(default=10.0, ge=0)
+    max_header_size: int = Field(default=32768, ge=0)
+    max_headers: int = Field(default=100, ge=0)
+    frame_rate: float = Field(default=1000.0, ge=0)
+    frame_burst: int = Field(default=1000, ge=1)
+    frame_byte_rate: float = Field(default=8 * 1024 * 1024, ge=0)
+    frame_byte_burst: int = Field(default=16 * 1024 * 1024, ge=1)
     trusted_proxies: list[str] = []
 
     @model_validator(mode="after")
@@ -219,6 +229,10 @@ class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     urls: list[str] = []
     prefix: str = "hubbub"
+    # Per client (broker, presence) and per shard; the broker's PUB/SUB holds one of them.
+    pool_size: int = Field(default=100, ge=2, le=10_000)
+    # Bounded, so that a Redis that stopped answering still fails calls in seconds.
+    pool_timeout: float = Field(default=5.0, gt=0, le=60)
 
     @property
     def shards(self) -> list[str]:
@@ -258,6 +272,11 @@ class ChatSettings(_Section):
     send_rate: float = Field(default=5.0, gt=0)
     send_burst: int = Field(default=20, ge=1)
     typing_interval: float = Field(default=2.0, ge=0)
+    max_rooms: int = Field(default=10_000, ge=1)
+    room_create_rate: float = Field(default=0.1, ge=0)
+    room_create_burst: int = Field(default=10, ge=1)
+    rooms_page_size: int = Field(default=100, ge=1, le=1000)
+    max_rooms_page: int = Field(default=500, ge=1, le=1000)
     stream_size: int = Field(default=200, ge=1)
     stream_ttl: float = Field(default=3600.0, gt=0)
 
@@ -268,6 +287,8 @@ class ChatSettings(_Section):
         for room in self.default_rooms:
             if not _ROOM_NAME.match(room):
                 raise ValueError(f"default_rooms: {room!r} is not a room name")
+        if self.rooms_page_size > self.max_rooms_page:
+            raise ValueError("rooms_page_size must not exceed max_rooms_page")
         return self
 
     def namespace_options(self) -> Namespace:
@@ -323,6 +344,8 @@ class Settings(BaseSettings):
     transport: Literal["native", "asgi"] = "native"
     write_delay: float = Field(default=0.002, ge=0, le=0.1)
     shutdown_drain_period: float = Field(default=5.0, ge=0, le=300)
+    announce_interval: float = Field(default=2.0, gt=0, le=60)
+    node_lapse: float = Field(default=6.0, gt=0, le=600)
     token: TokenSettings = TokenSettings()
     client: ClientSettings = ClientSettings()
     channel: ChannelSettings = ChannelSettings()
@@ -344,6 +367,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment beats the file (passed as init values), which beats the defaults.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _node_lapse(self) -> Settings:
+        # A live node renews its liveness every announce_interval: the lapse must leave room
+        # for a late renewal, or peers would take a busy node for a dead one.
+        if self.node_lapse < 2 * self.announce_interval:
+            raise ValueError("node_lapse must be at least twice announce_interval")
+        return self
 
     @model_validator(mode="after")
     def _chat_namespace(self) -> Settings:

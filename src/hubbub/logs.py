@@ -43,10 +43,50 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+WEBSOCKETS_LOGGER = "hubbub.transport.websockets"
+"""The logger the native transport gives ``websockets``' protocol (frames at DEBUG, and a
+"connection closed" at INFO for every connection)."""
+
+# What uvicorn logs at INFO for every WebSocket connection it serves (ASGI transport,
+# compression): the handshake's outcome and the connection opening and closing.
+_UVICORN_PER_CONNECTION = ("connection open", "connection closed")
+# uvicorn logs a traceback at ERROR for a client's invalid UTF-8; the ASGI transport logs that
+# connection's one line itself (the disconnect code tells it).
+_UVICORN_BAD_UTF8 = "Invalid UTF-8 sequence received from client."
+
+
+class RoutineFilter(logging.Filter):
+    """Drops the lines other libraries write per ordinary event: one per HTTP request
+    (uvicorn's access log), per WebSocket opened or closed (uvicorn, ``websockets``), and
+    their second line about a connection hubbub already logged (with its id). Ordinary
+    traffic is in the metrics; installed at every level but ``debug``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if name == "uvicorn.error":
+            if record.levelno >= logging.WARNING:
+                return record.msg != _UVICORN_BAD_UTF8
+            msg = str(record.msg)
+            return msg not in _UVICORN_PER_CONNECTION and '"WebSocket %s"' not in msg
+        if record.levelno >= logging.WARNING:
+            return True
+        return not (
+            name == "uvicorn.access"
+            or name == WEBSOCKETS_LOGGER
+            or name == "websockets"
+            or name.startswith("websockets.")
+        )
+
+
 def configure(level: str, fmt: str) -> None:
-    """Send every logger (uvicorn's too) to stderr in ``fmt`` (``text`` or ``json``)."""
+    """Send every logger (uvicorn's too) to stderr in ``fmt`` (``text`` or ``json``); below
+    ``debug`` without the per-event lines of uvicorn and ``websockets`` (:class:`RoutineFilter`)."""
     handler = logging.StreamHandler()
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    debug = level.lower() == "debug"
+    if not debug:
+        handler.addFilter(RoutineFilter())
+    logging.getLogger(WEBSOCKETS_LOGGER).setLevel(logging.DEBUG if debug else logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

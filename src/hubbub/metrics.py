@@ -28,9 +28,15 @@ _COUNTERS: dict[str, tuple[str, str, str]] = {
     "reply_error": ("hubbub_reply_errors", "Error replies sent to clients, by code.", "code"),
     "bad_input": ("hubbub_bad_input", "Protocol violations from clients, by code.", "code"),
     "recovery": ("hubbub_recoveries", "Recovery outcomes (ok, failed, forced).", "outcome"),
-    "engine": ("hubbub_engine_events", "Engine events (reconnects).", "event"),
+    "engine": ("hubbub_engine_events", "Engine events (reconnects, reaped presence).", "event"),
     "handshake": ("hubbub_handshakes_refused", "Handshakes refused, by reason.", "reason"),
     "api": ("hubbub_api_rejections", "HTTP API requests rejected, by reason.", "reason"),
+    "limit": (
+        "hubbub_limit_closes",
+        "Connections closed for going over a per-connection limit, by limit.",
+        "limit",
+    ),
+    "chat_refused": ("hubbub_chat_refusals", "Chat requests refused, by reason.", "reason"),
 }
 
 
@@ -74,7 +80,7 @@ class NodeCollector(Collector):
             cluster.add_metric([info.name], info.num_clients)
         yield cluster
         yield GaugeMetricFamily(
-            "hubbub_cluster_nodes", "Nodes heard from in the last 15 s.", value=1 + len(peers)
+            "hubbub_cluster_nodes", "Nodes heard from within node_lapse.", value=1 + len(peers)
         )
         try:
             tasks = len(asyncio.all_tasks())

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import logging
+import random
 import time
 import uuid
 from collections import Counter
@@ -58,6 +59,7 @@ from hubbub.protocol.messages import (
     Push,
     raw_from_json,
 )
+from hubbub.subscription import Verdict, judge_top
 
 if TYPE_CHECKING:
     from hubbub.session import Session
@@ -85,10 +87,13 @@ SubscribeCheck = Callable[["Session", str], Awaitable[None]]
 :class:`~hubbub.protocol.codes.ProtocolError` refuses it with that error."""
 
 
+USER_PRESENCE_PREFIX = "\x01connections#"
+
+
 def user_presence_key(user: str) -> str:
     """Where a user's connections are counted in the presence manager: a name no channel can
     have (channel names are printable ASCII), so it never mixes with a channel's presence."""
-    return "\x01connections#" + user
+    return USER_PRESENCE_PREFIX + user
 
 
 class Subscriber(Protocol):
@@ -99,7 +104,7 @@ class Subscriber(Protocol):
     codec: Codec
     subscriptions: dict[str, Subscription]
 
-    def deliver(self, channel: str, pub: Publication, data: bytes) -> None: ...
+    def deliver(self, channel: str, pub: Publication, data: bytes, epoch: str) -> None: ...
 
     def deliver_join_leave(self, channel: str, data: bytes) -> None: ...
 
@@ -177,6 +182,7 @@ class Node:
         self.presence_manager: PresenceManager = presence_manager
         self.broker.set_event_handler(self)
         self.uid = str(uuid.uuid4())
+        self.presence_manager.set_owner(self.uid)
         self.name = self.settings.name or f"hubbub-{self.uid[:8]}"
         self.version = __version__
         self.rules = ChannelRules(self.settings)
@@ -196,11 +202,18 @@ class Node:
         self._sessions: dict[str, Session] = {}
         self._user_buckets: dict[str, TokenBucket] = {}
         self._subscribing: dict[str, asyncio.Future[None]] = {}
+        # Channels to check after an engine reconnect -> the reconnect that asked for it.
+        self._unchecked: dict[str, int] = {}
+        self._reconnects = 0
+        self._gap_check: asyncio.Task[None] | None = None
+        self._renewing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._lost_logged: set[tuple[str, str, Verdict]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started_at = time.monotonic()
         self._presence_task: asyncio.Task[None] | None = None
         self._announce_task: asyncio.Task[None] | None = None
         self._peers: dict[str, tuple[NodeInfo, float]] = {}
+        self._was_alive = False
         self._running = False
         self.draining = False
         self.open_sockets = 0
@@ -213,16 +226,18 @@ class Node:
             from hubbub.engines.sharded import ShardedBroker, ShardedPresenceManager
 
             cfg = self.settings.redis
+            # Each shard's broker and presence manager get a pool of their own.
+            pool: dict[str, Any] = {
+                "prefix": cfg.prefix,
+                "pool_size": cfg.pool_size,
+                "pool_timeout": cfg.pool_timeout,
+            }
             if len(cfg.shards) == 1:
-                return (
-                    RedisBroker(cfg.url, prefix=cfg.prefix),
-                    RedisPresenceManager(cfg.url, prefix=cfg.prefix),
-                )
+                url = cfg.shards[0]
+                return RedisBroker(url, **pool), RedisPresenceManager(url, **pool)
             return (
-                ShardedBroker([RedisBroker(u, prefix=cfg.prefix) for u in cfg.shards]),
-                ShardedPresenceManager(
-                    [RedisPresenceManager(u, prefix=cfg.prefix) for u in cfg.shards]
-                ),
+                ShardedBroker([RedisBroker(u, **pool) for u in cfg.shards]),
+                ShardedPresenceManager([RedisPresenceManager(u, **pool) for u in cfg.shards]),
             )
         return MemoryBroker(clock=self.clock), MemoryPresenceManager(clock=self.clock)
 
@@ -283,23 +298,29 @@ class Node:
 
     async def _refresh_presence_forever(self) -> None:
         interval = self.settings.client.presence_update_interval
-        ttl = self.settings.client.presence_ttl
         while True:
             await asyncio.sleep(interval)
+            await self._refresh_presence()
+
+    async def _refresh_presence(self) -> None:
+        """Add every local presence entry again (idempotent): renews their TTL, and puts back
+        the entries peers reaped while they took this node for dead."""
+        ttl = self.settings.client.presence_ttl
+        per_user = self.settings.limits.connections_per_user
+        try:
             for session in list(self._sessions.values()):
-                if session.user and self.settings.limits.connections_per_user:
-                    try:
-                        await self.presence_manager.add_presence(
-                            user_presence_key(session.user), session.info, ttl
-                        )
-                    except Exception:
-                        log.exception("presence refresh failed for user %r", session.user)
+                if session.user and per_user:
+                    await self.presence_manager.add_presence(
+                        user_presence_key(session.user), session.info, ttl
+                    )
                 for sub in list(session.subscriptions.values()):
                     if sub.options.presence and sub.pending is None:
-                        try:
-                            await self.presence_manager.add_presence(sub.channel, sub.info, ttl)
-                        except Exception:
-                            log.exception("presence refresh failed for %s", sub.channel)
+                        await self.presence_manager.add_presence(sub.channel, sub.info, ttl)
+        except ProtocolError as exc:
+            # The engine is down: the next refresh (or the return of liveness) adds them.
+            log.warning("presence refresh stopped: %s", exc.message)
+        except Exception:
+            log.exception("presence refresh failed")
 
     @property
     def ready(self) -> bool:
@@ -326,13 +347,50 @@ class Node:
                 break
             await asyncio.sleep(0.05)
 
-    ANNOUNCE_INTERVAL = 5.0
-    """Seconds between node announcements; a peer silent for three intervals is dropped."""
-
     async def _announce_forever(self) -> None:
+        """Every ``announce_interval``: renew this node's liveness, tell the peers about it,
+        and reap the presence of nodes whose liveness lapsed (``node_lapse``)."""
         while True:
+            await self._keep_alive()
             await self._announce()
-            await asyncio.sleep(self.ANNOUNCE_INTERVAL)
+            await self._reap_lapsed()
+            await asyncio.sleep(self.settings.announce_interval)
+
+    async def _keep_alive(self) -> None:
+        try:
+            renewed = await self.presence_manager.keep_alive(self.settings.node_lapse)
+        except ProtocolError:
+            return  # the engine is down: peers may take us for dead, checked when it is back
+        except Exception:
+            log.exception("could not renew this node's liveness")
+            return
+        if not renewed and self._was_alive:
+            # Peers took this node for dead (cut off, or stalled) and may have removed its
+            # entries: put them back now rather than at the next periodic refresh.
+            log.warning("this node's liveness lapsed; adding its presence entries again")
+            self.counters["engine.liveness_lapsed"] += 1
+            self.spawn(self._refresh_presence())
+        self._was_alive = True
+
+    async def _reap_lapsed(self) -> None:
+        """Remove the presence of dead nodes and announce their clients' leaves."""
+        try:
+            reaped = await self.presence_manager.reap_lapsed()
+        except ProtocolError:
+            return  # the engine is down: the next round reaps
+        except Exception:
+            log.exception("could not reap the presence of lapsed nodes")
+            return
+        if reaped:
+            self.counters["engine.presence_reaped"] += len(reaped)
+        for entry in reaped:
+            if entry.channel.startswith(USER_PRESENCE_PREFIX):
+                continue  # a connection count, not a channel: nobody to tell
+            try:
+                if self._options(entry.channel).join_leave:
+                    await self.broker.publish_leave(entry.channel, entry.info)
+            except ProtocolError as exc:
+                log.warning("could not announce a reaped leave in %s: %s", entry.channel, exc)
 
     async def _announce(self) -> None:
         fields = dataclasses.asdict(self.info()[0])
@@ -396,30 +454,118 @@ class Node:
         elif isinstance(message, control.MessageUser):
             self._message_local(message.user, message.client, msgspec.Raw(message.data))
 
+    GAP_CHECK_BACKOFF = (0.05, 5.0)
+    """First and longest pause (seconds, jittered) between tries of the check after a reconnect."""
+
     def handle_reconnect(self, channels: list[str]) -> None:
         self.counters["engine.reconnects"] += 1
-        self.spawn(self._check_gaps(channels))
-
-    async def _check_gaps(self, channels: list[str]) -> None:
-        """After an engine outage: subscribers whose stream moved on without them recover."""
+        self._reconnects += 1
         for channel in channels:
-            subs = self._channels.get(channel)
-            if not subs:
-                continue
-            tracked = [
-                (session, session.subscriptions[channel])
-                for session in list(subs.values())
-                if channel in session.subscriptions and session.subscriptions[channel].recoverable
-            ]
-            if not tracked:
-                continue
+            self._unchecked[channel] = self._reconnects
+        if self._gap_check is None or self._gap_check.done():
+            self._gap_check = self.spawn_task(self._check_gaps())
+
+    async def _check_gaps(self) -> None:
+        """After an engine outage: compare every positioned subscriber with its stream's top.
+
+        Tries again, with backoff, until every channel was checked: right after a Redis
+        restart the first calls may fail (connections that died with the old server), and
+        giving up would leave subscribers silently behind. A reconnect while checking adds its
+        channels to the same loop.
+        """
+        first, longest = self.GAP_CHECK_BACKOFF
+        delay = first
+        while self._unchecked:
+            channel, asked = next(iter(self._unchecked.items()))
             try:
-                top = await self.stream_top(channel, tracked[0][1].options)
-            except ProtocolError:
-                return  # down again: the next reconnect checks again
-            for session, sub in tracked:
-                if sub.pending is None and (top.epoch != sub.epoch or top.offset > sub.offset):
-                    await session.recover_gap(sub)
+                await self._check_channel(channel)
+            except ProtocolError as exc:
+                self.counters["engine.gap_check_retries"] += 1
+                log.info("stream check of %s failed (%s); retrying", channel, exc.message)
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, longest)
+                continue
+            delay = first
+            if self._unchecked.get(channel) == asked:
+                del self._unchecked[channel]
+
+    async def _check_channel(self, channel: str) -> None:
+        """Stop every positioned subscriber of ``channel`` whose stream does not continue its
+        position any more (see :func:`~hubbub.subscription.judge_top`)."""
+        subs = self._channels.get(channel)
+        if not subs:
+            return
+        # Positions as before the read: live publications may move them on meanwhile.
+        tracked = [
+            (session, sub, sub.epoch, sub.offset)
+            for session in list(subs.values())
+            if (sub := session.subscriptions.get(channel)) is not None
+            and sub.recoverable
+            and sub.pending is None
+            and not sub.stale
+        ]
+        if not tracked:
+            return
+        top = await self.stream_top(channel, tracked[0][1].options)
+        for session, sub, epoch, offset in tracked:
+            verdict = judge_top(epoch, offset, top.epoch, top.offset)
+            if verdict is Verdict.MISSED and sub.offset >= top.offset:
+                continue  # what was published meanwhile reached it live, in order
+            if verdict.lost:
+                self.stream_lost(session, sub, verdict)
+
+    def stream_lost(self, session: Subscriber, sub: Subscription, verdict: Verdict) -> None:
+        """The stream stopped continuing ``sub``'s position (``verdict``): send nothing more on
+        it, and make the client recover, or learn that it cannot. Never awaits."""
+        if sub.stale or session.subscriptions.get(sub.channel) is not sub:
+            return
+        sub.stale = True
+        self.counters[f"engine.stream_{verdict.value}"] += 1
+        seen = (sub.channel, sub.epoch, verdict)
+        if seen not in self._lost_logged:
+            # Once per channel, epoch and kind, not once per subscriber.
+            if len(self._lost_logged) > 1000:
+                self._lost_logged.clear()
+            self._lost_logged.add(seen)
+            log.warning(
+                "stream of %s does not continue epoch %s (%s): subscribers recover",
+                sub.channel,
+                sub.epoch,
+                verdict.value,
+            )
+        self.spawn(self._tell_lost(session, sub, verdict))
+
+    async def _tell_lost(self, session: Subscriber, sub: Subscription, verdict: Verdict) -> None:
+        if verdict is Verdict.BEHIND:
+            # The stream lost publications yet keeps its epoch: the client's position could
+            # later be taken for a valid one (and "recovered" past the lost ones) once offsets
+            # climb again. A new epoch first, so that its recovery reports the loss.
+            await self._renew_epoch(sub.channel, sub.epoch)
+        await session.recover_gap(sub)
+
+    async def _renew_epoch(self, channel: str, epoch: str) -> None:
+        """Renew ``channel``'s epoch once for all the subscribers that found it went back."""
+        key = (channel, epoch)
+        task = self._renewing.get(key)
+        if task is None:
+            task = self._renewing[key] = self.spawn_task(self._renew_epoch_retrying(channel, epoch))
+            task.add_done_callback(lambda _: self._renewing.pop(key, None))
+        await asyncio.shield(task)
+
+    async def _renew_epoch_retrying(self, channel: str, epoch: str) -> None:
+        first, longest = self.GAP_CHECK_BACKOFF
+        delay = first
+        for _ in range(10):
+            try:
+                await self.broker.renew_epoch(channel, epoch)
+            except ProtocolError as exc:
+                log.info("renewing the epoch of %s failed (%s); retrying", channel, exc.message)
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, longest)
+                continue
+            self.counters["engine.epoch_renewed"] += 1
+            return
+        log.error("could not renew the epoch of %s; its subscribers are told anyway", channel)
 
     # -----------------------------------------------------------------------------------------
     # Application hooks
@@ -603,7 +749,7 @@ class Node:
             for session in list(direct.values()):
                 fmt = session.codec
                 data = encoded.get(fmt) or encoded.setdefault(fmt, fmt.encode_push(push))
-                session.deliver(channel, pub, data)
+                session.deliver(channel, pub, data, position.epoch)
         self.counters["deliveries"] += len(subs)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
@@ -923,7 +1069,7 @@ class Node:
 
     def info(self) -> list[NodeInfo]:
         """Every node's statistics: this node first, then the peers heard from lately."""
-        horizon = time.monotonic() - 3 * self.ANNOUNCE_INTERVAL
+        horizon = time.monotonic() - self.settings.node_lapse
         for uid in [uid for uid, (_, seen) in self._peers.items() if seen < horizon]:
             del self._peers[uid]
         peers = [info for info, _ in self._peers.values()]

@@ -12,11 +12,11 @@ the transport once the peer is gone) releases subscriptions and presence.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import random
 import uuid
+import weakref
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -25,6 +25,7 @@ from hubbub.auth import ConnectionClaims, SubscriptionClaims, TokenExpired, Toke
 from hubbub.clock import Timer
 from hubbub.config import ChannelOptions
 from hubbub.engines.base import HistoryFilter, StreamPosition
+from hubbub.engines.retry import RetryQueue
 from hubbub.limits import TokenBucket
 from hubbub.node import to_payload, user_presence_key
 from hubbub.protocol.codec import JSON, Codec
@@ -67,7 +68,7 @@ from hubbub.protocol.messages import (
     SubscribeResult,
     UnsubscribePush,
 )
-from hubbub.subscription import Subscription
+from hubbub.subscription import Subscription, Verdict, judge_publication
 from hubbub.transports.base import Transport
 
 if TYPE_CHECKING:
@@ -98,11 +99,13 @@ class Session:
         "_app_pings",
         "_awaiting_pong",
         "_bucket",
+        "_close_detail",
         "_connect_failed",
         "_expire_timer",
         "_insecure",
         "_ping_timer",
         "_pong_deadline",
+        "_pong_postponed",
         "_pong_timer",
         "_rejected",
         "_settings",
@@ -152,12 +155,15 @@ class Session:
         self._ping_timer: Timer | None = None
         self._pong_timer: Timer | None = None
         self._pong_deadline = 0.0
+        self._pong_postponed = False
         self._expire_timer: Timer | None = None
         self._settings = node.settings.client
         self._insecure = node.settings.development
         limits = node.settings.limits
         self._bucket = TokenBucket(limits.command_rate, limits.command_burst, node.clock)
         self._rejected = 0
+        # Why the next close happens, for its log line only (not sent to the client).
+        self._close_detail = ""
 
     # -----------------------------------------------------------------------------------------
     # Lifecycle
@@ -173,7 +179,11 @@ class Session:
         if self.transport.closing:
             return
         if reason.code not in (DisconnectCode.SHUTDOWN, DisconnectCode.FORCE_DISCONNECT):
-            self.log.info("closing (user %r): %s %s", self.user, reason.code, reason.reason)
+            # The one line a closed connection costs (with the detail not sent to the client).
+            detail = f" ({self._close_detail})" if self._close_detail else ""
+            self.log.info(
+                "closing (user %r): %s %s%s", self.user, reason.code, reason.reason, detail
+            )
         self.node.metrics_disconnect(reason.code)
         self.transport.close(reason.code, reason.reason)
 
@@ -196,12 +206,27 @@ class Session:
         if was_connected:
             self.node.unregister_session(self)
             if self.user and self.node.settings.limits.connections_per_user:
-                try:
-                    await self.node.presence_manager.remove_presence(
-                        user_presence_key(self.user), self.client_id, self.user
-                    )
-                except Exception as exc:  # the entry expires by itself
-                    self.log.warning("could not uncount the connection: %s", exc)
+                await self._uncount()
+
+    async def _uncount(self) -> None:
+        """Remove this connection from its user's count in the engine.
+
+        A removal the engine fails (unreachable, or no pooled connection in time) is handed to
+        the node's background retries: a count left behind would refuse the user (3504) until
+        it expired. Returns once removed or handed over; re-raises a cancellation after
+        handing over.
+        """
+        node, client_id, user = self.node, self.client_id, self.user
+
+        async def remove() -> None:
+            await node.presence_manager.remove_presence(user_presence_key(user), client_id, user)
+
+        try:
+            await remove()
+        except BaseException as exc:
+            _uncounts(node).submit(client_id, remove)
+            if not isinstance(exc, Exception):
+                raise
 
     # -----------------------------------------------------------------------------------------
     # Input
@@ -309,7 +334,7 @@ class Session:
             except TokenExpired:
                 raise error(ErrorCode.TOKEN_EXPIRED) from None
             except TokenInvalid as exc:
-                self.log.info("invalid token: %s", exc)
+                self._close_detail = str(exc)  # logged by close(), in its one line
                 raise disconnect(DisconnectCode.INVALID_TOKEN) from None
         elif self._settings.allow_anonymous_connect_without_token or node.settings.development:
             claims = ConnectionClaims(user="", expire_at=None, info=EMPTY, subs={}, meta=EMPTY)
@@ -351,14 +376,14 @@ class Session:
             raise disconnect(DisconnectCode.CONNECTION_LIMIT)
         self.state = State.CONNECTED
         node.register_session(self)
-        if self.user and per_user:
-            # Counted where every node sees it; refreshed with presence, gone on close.
-            await node.presence_manager.add_presence(
-                user_presence_key(self.user), self.info, self._settings.presence_ttl
-            )
         results: dict[str, SubscribeResult] = {}
         activated: list[Subscription] = []
         try:
+            if self.user and per_user:
+                # Counted where every node sees it; refreshed with presence, gone on close.
+                await node.presence_manager.add_presence(
+                    user_presence_key(self.user), self.info, self._settings.presence_ttl
+                )
             for channel, (chan_info, data, opts) in server_subs.items():
                 recover = req.subs.get(channel)
                 sub, sub_result = await self._add_subscription(
@@ -379,10 +404,8 @@ class Session:
             self.state = State.CONNECTING
             node.unregister_session(self)
             if self.user and per_user:
-                with contextlib.suppress(Exception):  # else it expires after presence_ttl
-                    await node.presence_manager.remove_presence(
-                        user_presence_key(self.user), self.client_id, self.user
-                    )
+                # Even after a failed add: Redis may have applied it before the reply was lost.
+                await self._uncount()
             raise
 
         result = ConnectResult(client=self.client_id, version=node.version, subs=results)
@@ -611,8 +634,10 @@ class Session:
         """The subscribe reply is written: send what arrived meanwhile, then go live."""
         pending, sub.pending = sub.pending, None
         if pending:
-            for pub, data in pending:
-                self.deliver(sub.channel, pub, data)
+            for pub, data, epoch in pending:
+                if sub.stale or self.subscriptions.get(sub.channel) is not sub:
+                    break
+                self._pass(sub, pub, data, epoch, merging=True)
         if not sub.recoverable and self.subscriptions.get(sub.channel) is sub:
             # Nothing to check per publication: the transport may take them for the whole
             # channel at once.
@@ -863,23 +888,36 @@ class Session:
     # -----------------------------------------------------------------------------------------
     # Output from the node (fan-out): never awaits.
 
-    def deliver(self, channel: str, pub: Publication, data: bytes) -> None:
-        """Send an encoded publication push of ``channel`` (called by the node's fan-out)."""
+    def deliver(self, channel: str, pub: Publication, data: bytes, epoch: str) -> None:
+        """Send an encoded publication push of ``channel`` at stream ``epoch`` (called by the
+        node's fan-out)."""
         sub = self.subscriptions.get(channel)
-        if sub is None:
+        if sub is None or sub.stale:
             return
         pending = sub.pending
         if pending is not None:
-            pending.append((pub, data))
+            pending.append((pub, data, epoch))
             return
+        self._pass(sub, pub, data, epoch, merging=False)
+
+    def _pass(
+        self, sub: Subscription, pub: Publication, data: bytes, epoch: str, *, merging: bool
+    ) -> None:
+        """Write a publication that continues ``sub``'s position; skip one the subscribe reply
+        already covered; on anything else (a gap, an offset that went back, another epoch)
+        stop the subscription and make the client recover or learn it cannot."""
         offset = pub.offset
-        if offset and sub.recoverable:
-            if offset <= sub.offset:
-                return  # already sent (recovered, or the reply's position covered it)
-            if offset != sub.offset + 1:
-                # The stream skipped offsets this connection never saw: make it recover.
-                self.node.spawn(self.recover_gap(sub))
+        if sub.recoverable and offset:
+            if offset == sub.offset + 1 and epoch == sub.epoch:
+                sub.offset = offset  # the usual case, first
+                self.transport.write(data)
                 return
+            verdict = judge_publication(sub.epoch, sub.offset, epoch, offset, merging=merging)
+            if verdict.lost:
+                self.node.stream_lost(self, sub, verdict)
+                return
+            if verdict is Verdict.SEEN:
+                return  # recovered, or the reply's position covered it
             sub.offset = offset
         self.transport.write(data)
 
@@ -920,6 +958,7 @@ class Session:
         clock = self.node.clock
         if self._settings.pong_timeout > 0 and not self._awaiting_pong:
             self._awaiting_pong = True
+            self._pong_postponed = False
             self._pong_deadline = clock.monotonic() + self._settings.pong_timeout
             self._pong_timer = clock.call_later(self._settings.pong_timeout, self._on_no_pong)
         self._ping_timer = clock.call_later(self._settings.ping_interval, self._on_ping_due)
@@ -942,10 +981,12 @@ class Session:
             return
         clock = self.node.clock
         late = clock.monotonic() - self._pong_deadline
-        if late > 0.25 * self._settings.pong_timeout:
+        if late > 0.25 * self._settings.pong_timeout and not self._pong_postponed:
             # The event loop was stalled (a long garbage collection, a slow callback): timers
             # run before sockets are read, so the pong may be waiting unread. Look again
-            # after the sockets had their turn instead of closing a healthy connection.
+            # after the sockets had their turn instead of closing a healthy connection; once
+            # per ping, so a loop that stays late cannot keep a silent client forever.
+            self._pong_postponed = True
             self._pong_deadline = clock.monotonic() + 1.0
             self._pong_timer = clock.call_later(1.0, self._on_no_pong)
             return
@@ -970,3 +1011,25 @@ _REQUESTS = (
 def _is_empty(cmd: Command) -> bool:
     """A command without any request: the client's pong."""
     return cmd.ping is None and all(getattr(cmd, name) is None for name in _REQUESTS)
+
+
+# One queue per node of the connection counts still to remove (see Session._uncount); weak,
+# so that a node dropped by its application takes its queue along.
+_UNCOUNTS: weakref.WeakKeyDictionary[Node, RetryQueue] = weakref.WeakKeyDictionary()
+
+
+def _uncounts(node: Node) -> RetryQueue:
+    """The queue of ``node``'s connection counts whose removal failed once, made on first use.
+
+    Counted in ``hubbub_engine_events{event="uncount_deferred"}`` (and ``uncount_dropped``
+    beyond the queue's bound, left to expire after ``presence_ttl``).
+    """
+    queue = _UNCOUNTS.get(node)
+    if queue is None:
+
+        def count(event: str) -> None:
+            node.counters[f"engine.{event}"] += 1
+
+        queue = RetryQueue("uncount", spawn=node.spawn_task, count=count)
+        _UNCOUNTS[node] = queue
+    return queue

@@ -1,7 +1,9 @@
-"""The state a session keeps for one channel subscription."""
+"""The state a session keeps for one channel subscription, and the verdict on whether a
+stream position continues it."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from hubbub.clock import Timer
@@ -22,10 +24,13 @@ class Subscription:
         push_join_leave: join and leave pushes are sent to this subscriber.
         offset: offset of the last publication sent to the client (with history).
         epoch: the stream epoch that offset belongs to.
-        pending: while the subscribe reply is not yet written, live publications wait here
-            (``None`` once live); they are merged with recovered ones by offset.
+        pending: while the subscribe reply is not yet written, live publications (with their
+            epochs) wait here (``None`` once live); they are merged with recovered ones by
+            offset.
         expire_at: wall time the subscription expires (subscription token), or None.
         expire_timer: the timer that enforces ``expire_at``.
+        stale: the stream stopped continuing ``offset``/``epoch``; nothing more is sent on this
+            subscription, the client is being told to recover.
     """
 
     channel: str
@@ -36,6 +41,62 @@ class Subscription:
     push_join_leave: bool = False
     offset: int = 0
     epoch: str = ""
-    pending: list[tuple[Publication, bytes]] | None = field(default_factory=list)
+    pending: list[tuple[Publication, bytes, str]] | None = field(default_factory=list)
     expire_at: float | None = None
     expire_timer: Timer | None = None
+    stale: bool = False
+
+
+class Verdict(enum.Enum):
+    """How a stream position relates to a subscriber's position."""
+
+    CONTINUES = "continues"
+    """The next publication (or, for a stream top, nothing new): deliver it."""
+    SEEN = "seen"
+    """Already sent with the subscribe reply: skip it."""
+    MISSED = "missed"
+    """Publications in between never reached the subscriber; history may have them."""
+    BEHIND = "behind"
+    """Same epoch but not after the subscriber's offset: the stream lost publications (a Redis
+    restarted from an older snapshot, or a replica that was behind took over)."""
+    NEW_EPOCH = "new_epoch"
+    """Another stream (a Redis restarted empty): the offsets are not comparable."""
+
+    @property
+    def lost(self) -> bool:
+        """The subscriber cannot go on live: it must recover or be told it cannot."""
+        return self in (Verdict.MISSED, Verdict.BEHIND, Verdict.NEW_EPOCH)
+
+
+def judge_publication(
+    epoch: str, offset: int, pub_epoch: str, pub_offset: int, *, merging: bool
+) -> Verdict:
+    """Whether a publication at ``pub_epoch``/``pub_offset`` continues a subscriber that was
+    sent everything up to ``epoch``/``offset``.
+
+    ``merging`` is true for the publications that arrived while the subscribe reply was
+    prepared: the reply's position (or its recovered publications) may already cover them.
+    Once live, a channel's publications arrive once each and in offset order, so an offset that
+    does not move forward means the stream went back, never "already seen".
+    A publication without a position (offset 0) always continues.
+    """
+    if pub_offset == 0:
+        return Verdict.CONTINUES
+    if epoch and pub_epoch and pub_epoch != epoch:
+        return Verdict.NEW_EPOCH
+    if pub_offset == offset + 1:
+        return Verdict.CONTINUES
+    if pub_offset <= offset:
+        return Verdict.SEEN if merging else Verdict.BEHIND
+    return Verdict.MISSED
+
+
+def judge_top(epoch: str, offset: int, top_epoch: str, top_offset: int) -> Verdict:
+    """Whether a stream whose top is ``top_epoch``/``top_offset`` still continues a subscriber
+    that was sent everything up to ``epoch``/``offset`` (checked after an engine outage):
+    CONTINUES when nothing was published meanwhile."""
+    if epoch and top_epoch != epoch:
+        return Verdict.NEW_EPOCH
+    if top_offset == offset:
+        return Verdict.CONTINUES
+    return Verdict.MISSED if top_offset > offset else Verdict.BEHIND

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from centrifuge import Client as CentrifugeClient
+from centrifuge import ReplyError as CentrifugeReplyError
 
 from hubbub.client import ReplyError
 from hubbub.testing import Hub, run_hub
 from tests.apps.conftest import app_settings
 from tests.conftest import API_KEY
+from tests.integration.test_centrifuge_python import ClientEvents, next_item, subscribe
+from tests.integration.test_metrics import scrape
 
 HEADERS = {"X-API-Key": API_KEY}
 
@@ -252,3 +256,126 @@ async def test_history_survives_a_restart(tmp_path: Path) -> None:
     async with run_hub(settings) as hub, hub.client("bob") as bob:
         history = (await bob.rpc("chat.history", {"room": "lobby"}))["messages"]
         assert [m["text"] for m in history] == [f"before restart {n}" for n in range(5)]
+
+
+async def test_room_creation_over_the_rate_is_refused_with_111() -> None:
+    # A rate so low that no token comes back during the test: the burst is all there is.
+    settings = app_settings(chat={"room_create_rate": 0.0001, "room_create_burst": 3})
+    async with run_hub(settings) as hub, hub.client("mallory") as mallory:
+        for n in range(3):
+            await mallory.subscribe(f"chat:spam-{n}")
+        with pytest.raises(ReplyError) as err:
+            await mallory.subscribe("chat:spam-3")
+        assert err.value.code == 111
+        assert "creating rooms too fast" in err.value.message
+        await mallory.subscribe("chat:lobby")  # joining an existing room is not creating one
+        async with hub.client("bob") as bob:
+            await bob.subscribe("chat:gardening")  # the rate is per user
+        assert hub.server is not None and hub.server.store is not None
+        assert await hub.server.store.room_count() == 5  # lobby, spam-0..2, gardening
+        samples = await scrape(hub.http)
+        assert samples[("hubbub_chat_refusals_total", (("reason", "room_rate"),))] == 1
+
+
+async def test_room_creation_over_max_rooms_is_refused_with_106() -> None:
+    settings = app_settings(chat={"max_rooms": 3})
+    async with run_hub(settings) as hub, hub.client("alice") as alice:
+        await alice.subscribe("chat:one")
+        await alice.subscribe("chat:two")  # lobby, one, two: full
+        with pytest.raises(ReplyError) as err:
+            await alice.subscribe("chat:three")
+        assert err.value.code == 106
+        assert "maximum of 3 rooms" in err.value.message
+        async with httpx.AsyncClient(base_url=hub.http, timeout=5) as http:
+            api_reply = await http.post(
+                "/api/chat_create_room", json={"room": "four"}, headers=HEADERS
+            )
+        assert api_reply.json()["error"]["code"] == 106
+        async with hub.client("bob") as bob:
+            await bob.subscribe("chat:one")  # existing rooms still take members
+            await bob.rpc("chat.send", {"room": "one", "text": "still works"})
+            with pytest.raises(ReplyError) as send_err:
+                await bob.rpc("chat.send", {"room": "five", "text": "x"})
+            assert send_err.value.code == 103  # not a member: no room made by sending
+        page = await alice.rpc("chat.rooms")
+        assert page["total"] == 3 and [r["name"] for r in page["rooms"]] == ["lobby", "one", "two"]
+        samples = await scrape(hub.http)
+        assert samples[("hubbub_chat_refusals_total", (("reason", "max_rooms"),))] == 2
+
+
+async def test_the_room_list_is_paged_and_lists_every_room_once() -> None:
+    settings = app_settings(chat={"rooms_page_size": 10})
+    async with run_hub(settings) as hub, hub.client("reader") as reader:
+        assert hub.server is not None and hub.server.store is not None
+        names = ["lobby"] + [f"room-{n:02d}" for n in range(40)] + ["A", "Z", "_x", "b.c"]
+        for name in names[1:]:
+            await hub.server.store.create_room(name, "seed", 1.0)
+        first = await reader.rpc("chat.rooms")  # no arguments, as older clients call it
+        assert len(first["rooms"]) == 10 and first["total"] == len(names)
+        seen: list[str] = []
+        after = ""
+        while True:
+            page = await reader.rpc("chat.rooms", {"after": after, "limit": 7})
+            assert len(page["rooms"]) <= 7 and page["total"] == len(names)
+            seen += [r["name"] for r in page["rooms"]]
+            if page["next"] is None:
+                break
+            after = page["next"]
+        assert seen == sorted(names)  # code point order, each room exactly once
+        assert [r["name"] for r in first["rooms"]] == seen[:10]
+        for bad in ({"limit": 0}, {"limit": 501}, {"after": "no spaces"}, {"page": 2}):
+            with pytest.raises(ReplyError) as err:
+                await reader.rpc("chat.rooms", bad)
+            assert err.value.code == 107, bad
+        async with httpx.AsyncClient(base_url=hub.http, timeout=5) as http:
+            auth = {"Authorization": f"Bearer {hub.token('reader')}"}
+            http_page = (
+                await http.get("/chat/rooms", params={"after": seen[4], "limit": 3}, headers=auth)
+            ).json()
+            assert [r["name"] for r in http_page["rooms"]] == seen[5:8]
+            assert http_page["next"] == seen[7]
+            api_page = await api(hub, "chat_rooms", {"after": seen[-2]})
+            assert api_page["result"] == {  # type: ignore[comparison-overlap]
+                "rooms": [api_page["result"]["rooms"][0]],  # type: ignore[index]
+                "next": None,
+                "total": len(names),
+            }
+
+
+def test_the_default_room_page_fits_the_largest() -> None:
+    with pytest.raises(ValueError, match="rooms_page_size must not exceed max_rooms_page"):
+        app_settings(chat={"rooms_page_size": 200, "max_rooms_page": 100})
+
+
+@pytest.mark.parametrize("user", ["alice", ""], ids=["signed-in", "anonymous"])
+async def test_clients_cannot_publish_into_chat_rooms(app_hub: Hub, user: str) -> None:
+    # app_hub runs in development mode, which opens every other channel to client publishing.
+    async with app_hub.client(user) as client, app_hub.client("bob") as bob:
+        sub_b = await bob.subscribe("chat:lobby")
+        sub = await client.subscribe("chat:lobby")
+        with pytest.raises(ReplyError) as err:
+            await sub.publish({"type": "message", "message": {"user": "admin", "text": "fake"}})
+        assert err.value.code == 103
+        await bob.nothing(sub_b)
+        # The chat's own path still delivers (anonymous users may not send, by design).
+        await bob.rpc("chat.send", {"room": "lobby", "text": "real"})
+        assert (await client.next(sub)).data["message"]["text"] == "real"
+        playground = await client.subscribe("news")
+        await playground.publish({"n": 1})  # development mode's playground stays open
+
+
+@pytest.mark.parametrize("user", ["alice", ""], ids=["signed-in", "anonymous"])
+async def test_centrifuge_clients_cannot_publish_into_chat_rooms(app_hub: Hub, user: str) -> None:
+    events = ClientEvents()
+    token = app_hub.token(user) if user else ""  # development mode admits no token at all
+    client = CentrifugeClient(app_hub.url, events=events, proxy=None, token=token)
+    await client.connect()
+    try:
+        await next_item(events.connected, "connected")
+        sub, _ = await subscribe(client, "chat:lobby")
+        with pytest.raises(CentrifugeReplyError) as err:
+            await sub.publish({"type": "message", "message": {"text": "forged"}})
+        assert err.value.code == 103
+    finally:
+        await client.disconnect()
+    assert (await app_hub.node.history("chat:lobby", limit=-1)).publications == []

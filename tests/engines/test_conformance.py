@@ -63,6 +63,16 @@ class Engine:
     recorder: Recorder
     unit: float
     wait: Callable[[float], Awaitable[None]]
+    # Another node's presence manager on the same engine; None for a single-process engine.
+    peer: Callable[[], PresenceManager] | None = None
+    peers: list[PresenceManager] = field(default_factory=list)
+
+    def new_peer(self) -> PresenceManager:
+        """A presence manager for another node (closed with the engine)."""
+        assert self.peer is not None
+        manager = self.peer()
+        self.peers.append(manager)
+        return manager
 
     async def advance(self, units: float) -> None:
         """Let ``units`` time units pass."""
@@ -96,15 +106,18 @@ def redis_engine(urls: list[str]) -> Engine:
     prefix = f"conformance-{uuid.uuid4().hex[:8]}"
     recorder = Recorder()
     broker: Broker
-    presence: PresenceManager
+
+    def manager() -> PresenceManager:
+        if len(urls) == 1:
+            return RedisPresenceManager(urls[0], prefix=prefix)
+        return ShardedPresenceManager([RedisPresenceManager(u, prefix=prefix) for u in urls])
+
     if len(urls) == 1:
         broker = RedisBroker(urls[0], prefix=prefix)
-        presence = RedisPresenceManager(urls[0], prefix=prefix)
     else:
         broker = ShardedBroker([RedisBroker(u, prefix=prefix) for u in urls])
-        presence = ShardedPresenceManager([RedisPresenceManager(u, prefix=prefix) for u in urls])
     broker.set_event_handler(recorder)
-    return Engine(broker, presence, recorder, 0.05, asyncio.sleep)
+    return Engine(broker, manager(), recorder, 0.05, asyncio.sleep, manager)
 
 
 @pytest.fixture(params=["memory", "redis", "redis-sharded"])
@@ -117,9 +130,10 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     await eng.broker.start()
     yield eng
     await eng.broker.close()
-    close = getattr(eng.presence, "close", None)
-    if close is not None:
-        await close()
+    for presence in (eng.presence, *eng.peers):
+        close = getattr(presence, "close", None)
+        if close is not None:
+            await close()
 
 
 async def delivered(eng: Engine, count: int) -> None:
@@ -312,6 +326,20 @@ async def test_remove_history_keeps_position(engine: Engine) -> None:
     assert after.position == StreamPosition(4, before.epoch)
 
 
+async def test_renew_epoch_only_replaces_the_named_epoch(engine: Engine) -> None:
+    await publish_n(engine, "a", 3)
+    before = (await engine.broker.history("a", HistoryFilter(), HISTORY)).position
+    await engine.broker.renew_epoch("a", "another")  # not the current one: nothing happens
+    assert (await engine.broker.history("a", HistoryFilter(), HISTORY)).position == before
+    await engine.broker.renew_epoch("a", before.epoch)
+    hist = await engine.broker.history("a", HistoryFilter(limit=-1), HISTORY)
+    # A new identity; offsets and publications are kept.
+    assert hist.position.epoch != before.epoch and hist.position.offset == 3
+    assert [p.offset for p in hist.publications] == [1, 2, 3]
+    after = await engine.broker.publish("a", pub(4), HISTORY)
+    assert after.position == StreamPosition(4, hist.position.epoch)
+
+
 # ---------------------------------------------------------------------------------------------
 # Presence
 
@@ -346,6 +374,62 @@ async def test_presence_expires_unless_refreshed(engine: Engine) -> None:
     assert await p.presence("room") == {}
     stats = await p.presence_stats("room")
     assert (stats.num_clients, stats.num_users) == (0, 0)
+
+
+async def test_keep_alive_tells_a_new_or_lapsed_owner(engine: Engine) -> None:
+    p = engine.presence
+    p.set_owner("n1")
+    lapse = 4 * engine.unit
+    assert not await p.keep_alive(lapse)  # first call
+    assert await p.keep_alive(lapse)
+    await engine.advance(2)
+    assert await p.keep_alive(lapse)
+    if engine.peer is None:
+        return  # one process: its owner cannot lapse while it runs
+    await engine.advance(6)
+    assert not await p.keep_alive(lapse)
+    assert await p.keep_alive(lapse)
+
+
+async def test_reap_lapsed_removes_a_dead_nodes_entries_once(engine: Engine) -> None:
+    survivor = engine.presence
+    survivor.set_owner("survivor")
+    long, lapse = 60 * engine.unit, 4 * engine.unit
+    await survivor.keep_alive(long)
+    mine = ClientInfo(user="carol", client="c3")
+    await survivor.add_presence("room", mine, long)
+    if engine.peer is None:
+        # One process: nothing can lapse, nothing is reaped.
+        await engine.advance(10)
+        assert await survivor.reap_lapsed() == []
+        assert await survivor.presence("room") == {"c3": mine}
+        return
+    dead = engine.new_peer()
+    dead.set_owner("dead")
+    await dead.keep_alive(lapse)
+    alice, bob = ClientInfo(user="alice", client="c1"), ClientInfo(user="bob", client="c2")
+    await dead.add_presence("room", alice, long)
+    await dead.add_presence("connections#bob", bob, long)
+    await dead.add_presence("room", bob, long)
+    await dead.remove_presence("room", "c2", "bob")
+    assert await survivor.reap_lapsed() == []  # alive: nothing to reap
+    await engine.advance(6)
+    # A node that started after the dead one's last renewal finds it too; of the two
+    # reapers, exactly one gets the entries.
+    late = engine.new_peer()
+    late.set_owner("late")
+    first, second = await asyncio.gather(survivor.reap_lapsed(), late.reap_lapsed())
+    reaped = sorted((e.channel, e.info.client) for e in [*first, *second])
+    assert reaped == [("connections#bob", "c2"), ("room", "c1")]
+    assert not (first and second)
+    assert await survivor.presence("room") == {"c3": mine}
+    assert await survivor.presence("connections#bob") == {}
+    assert await survivor.reap_lapsed() == []
+    # The dead node was only cut off: it learns that it lapsed and adds its entries again.
+    assert not await dead.keep_alive(lapse)
+    await dead.add_presence("room", alice, long)
+    assert await survivor.presence("room") == {"c1": alice, "c3": mine}
+    assert await survivor.reap_lapsed() == []
 
 
 async def test_memory_forgets_idle_streams() -> None:

@@ -9,12 +9,16 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jwt
+import pytest
 import websockets
+from centrifuge import Client as CentrifugeClient
+from centrifuge import ClientEventHandler, ConnectedContext, DisconnectedContext
 
 from hubbub.auth import mint_connection_token
-from hubbub.config import DEV_SECRET
+from hubbub.config import DEV_SECRET, load_settings
 from tests.conftest import API_KEY, SECRET, UNIT, RunningServer
 
 HUBBUB = [sys.executable, "-m", "hubbub"]
@@ -201,7 +205,7 @@ async def test_json_logs_with_connection_ids(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
     assert lines and all({"time", "level", "logger", "message"} <= set(e) for e in lines)
     about_connections = [e for e in lines if e["logger"] == "hubbub.session"]
-    assert len(about_connections) == 3  # invalid token, its close, the bad frame's close
+    assert len(about_connections) == 2  # one line per bad connection: bad token, bad frame
     assert all("conn" in e for e in about_connections)
     assert bad_token not in err.decode() and secret not in err.decode()
     assert "Traceback" not in err.decode()
@@ -228,3 +232,95 @@ async def test_bench_runs_the_suite_from_a_checkout(tmp_path: Path) -> None:
     )  # fmt: skip
     _, err = await asyncio.wait_for(elsewhere.communicate(), 30 * UNIT)
     assert elsewhere.returncode == 1 and b"source checkout" in err
+
+
+class _Outcome(ClientEventHandler):
+    def __init__(self) -> None:
+        self.first: asyncio.Queue[str | int] = asyncio.Queue()
+
+    async def on_connected(self, ctx: ConnectedContext) -> None:
+        await self.first.put("connected")
+
+    async def on_disconnected(self, ctx: DisconnectedContext) -> None:
+        await self.first.put(ctx.code)
+
+
+async def connect_outcome(url: str, token: str) -> str | int:
+    """What a centrifuge-python client with ``token`` gets first: "connected" or the code."""
+    events = _Outcome()
+    client = CentrifugeClient(url, token=token, events=events, proxy=None)
+    await client.connect()
+    try:
+        return await asyncio.wait_for(events.first.get(), 5 * UNIT)
+    finally:
+        await client.disconnect()
+
+
+@pytest.mark.parametrize("require_exp", [False, True])
+async def test_token_from_the_config_is_accepted_by_a_server_with_that_config(
+    tmp_path: Path, start_server: Any, require_exp: bool
+) -> None:
+    config = tmp_path / "hubbub.toml"
+    config.write_text(
+        f'[token]\nhmac_secret_key = "{SECRET}"\naudience = "hubbub-clients"\n'
+        f'issuer = "https://auth.example"\n{"require_exp = true" if require_exp else ""}\n'
+        "[channel.without_namespace]\nallow_subscribe_for_client = true\n"
+    )
+    running: RunningServer = await start_server(load_settings(config))
+    token = await asyncio.create_subprocess_exec(
+        *HUBBUB, "token", "--config", str(config), "--user", "alice",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(token.communicate(), 30 * UNIT)
+    assert token.returncode == 0, err.decode()
+    minted = out.decode().strip()
+    claims = jwt.decode(minted, options={"verify_signature": False})
+    assert claims["aud"] == "hubbub-clients" and claims["iss"] == "https://auth.example"
+    assert ("exp" in claims) is require_exp  # without --ttl: only when the server requires it
+    assert await connect_outcome(running.url, minted) == "connected"
+    # Without the configured claims the same server refuses the token: the check is real.
+    bare = mint_connection_token(SECRET, "alice", ttl=60)
+    assert await connect_outcome(running.url, bare) == 3500
+    forever = mint_connection_token(
+        SECRET, "alice", audience="hubbub-clients", issuer="https://auth.example"
+    )
+    assert await connect_outcome(running.url, forever) == (3500 if require_exp else "connected")
+    # The client commands mint the same way (`--user` with `--config`).
+    listen = await asyncio.create_subprocess_exec(
+        *HUBBUB, "listen", "news", "--url", running.url, "--config", str(config),
+        "--user", "alice", "--count", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    for _ in range(int(200 * UNIT)):
+        if running.node.channels().get("news") or listen.returncode is not None:
+            break
+        await asyncio.sleep(0.05)
+    await running.node.publish("news", {"n": 1})
+    out, err = await asyncio.wait_for(listen.communicate(), 20 * UNIT)
+    assert listen.returncode == 0, err.decode()
+    assert json.loads(out)["data"] == {"n": 1}
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+async def test_dev_mode_warns_when_not_on_loopback(host: str, warned: bool) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *HUBBUB, "serve", "--dev", "--host", host, "--port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        for _ in range(int(100 * UNIT)):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("hubbub serve did not start listening")
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 10 * UNIT)
+    lines = [line for line in err.decode().splitlines() if "reachable from other machines" in line]
+    assert len(lines) == (1 if warned else 0), err.decode()
+    if warned:
+        assert "WARNING" in lines[0] and host in lines[0] and "--host 127.0.0.1" in lines[0]

@@ -237,6 +237,32 @@ def test_chat_from_a_pipe(server: Server) -> None:
     assert len(bad_room.stderr.strip().splitlines()) == 1
 
 
+def test_chat_pages_the_room_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUBBUB_CHAT__ROOMS_PAGE_SIZE", "5")
+    with serving(tmp_path) as paged:
+        for n in range(1, 12):
+            request = urllib.request.Request(
+                f"{paged.api}/chat_create_room",
+                data=json.dumps({"room": f"r{n:02d}"}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5 * UNIT) as response:
+                assert response.status == 200
+        commands = "/rooms\n/rooms more\n/rooms more\n/rooms more\n/rooms next\n/rooms\n"
+        chat = hubbub("chat", "r07", "--dev", "--url", paged.url, "--user", "erin", stdin=commands)
+    assert chat.returncode == 0, chat.stderr
+    out = chat.stdout
+    listed = re.findall(r"^ ([ *]) (\w+): \d+ online", out, re.M)
+    names = ["lobby"] + [f"r{n:02d}" for n in range(1, 12)]
+    assert [name for _, name in listed] == names + names[:5]  # every room once, then page 1
+    assert [name for mark, name in listed if mark == "*"] == ["r07"]
+    for heading in ("12 rooms, 1-5:", "12 rooms, 6-10:", "12 rooms, 11-12:"):
+        assert out.count(heading) == (2 if heading.endswith("1-5:") else 1), out
+    assert out.count("-- /rooms more for the next page --") == 3
+    assert "-- no more rooms; /rooms lists them from the start --" in out
+    assert "! usage: /rooms [more]" in out
+
+
 # ---------------------------------------------------------------------------------------------
 # hubbub chat in a terminal
 
@@ -356,6 +382,7 @@ def test_two_people_chat_through_a_server_restart(tmp_path: Path) -> None:
         request = urllib.request.Request(
             f"{server.api}/chat_send",
             data=json.dumps({"room": "lobby", "user": "carol", "text": "while away"}).encode(),
+            headers={"Content-Type": "application/json"},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=10 * UNIT) as response:

@@ -132,6 +132,33 @@ async def test_rooms_listing_counts_messages(store: Store) -> None:
     assert await store.room("a") == by_name["a"]
 
 
+async def test_rooms_are_paged_by_name_each_exactly_once(store: Store) -> None:
+    # Names whose order differs between code points and a natural-language collation.
+    names = ["b", "A", "a", "é", "_x", "a-b", "a.b", "ab", "Z9", "z", "-"]
+    names += [f"room-{n:03d}" for n in range(30)]
+    for name in names:
+        await store.create_room(name, "", T0)
+    await store.add_message("a", "alice", "one", T0 + 1)
+    assert await store.room_count() == len(names)
+
+    seen: list[Room] = []
+    after = ""
+    while page := await store.rooms(after=after, limit=4):
+        assert len(page) <= 4
+        seen += page
+        after = page[-1].name
+    assert [r.name for r in seen] == sorted(names)  # code point order, each once
+    assert seen == await store.rooms()  # the same rooms, counts included, as one list
+    assert {r.name: r.messages for r in seen}["a"] == 1
+    assert await store.rooms(after="é") == []
+    assert [r.name for r in await store.rooms(after="a", limit=2)] == ["a-b", "a.b"]
+    # A room created behind the cursor is not listed again; one ahead of it is.
+    await store.create_room("0", "", T0)
+    await store.create_room("zz", "", T0)
+    assert [r.name for r in await store.rooms(after="z")] == ["zz", "é"]
+    assert await store.room_count() == len(names) + 2
+
+
 # Messages
 
 

@@ -199,3 +199,32 @@ def test_minted_tokens_verify(clock: FakeClock) -> None:
     assert claims.user == "bob" and claims.expire_at == now + 60 and set(claims.subs) == {"c"}
     sub = v.verify_subscription(mint_subscription_token(SECRET, "bob", "$c", now=now, client="x"))
     assert sub.channel == "$c" and sub.client == "x"
+
+
+def test_require_exp_refuses_connection_tokens_that_never_expire(clock: FakeClock) -> None:
+    now = clock.time()
+    forever = encode({"sub": "a"})
+    assert verifier(clock).verify_connection(forever).user == "a"  # off by default
+    strict = verifier(clock, require_exp=True)
+    with pytest.raises(TokenInvalid, match="require_exp"):  # the server closes with 3500
+        strict.verify_connection(forever)
+    with pytest.raises(TokenInvalid):
+        strict.verify_connection(encode({"sub": "a", "exp": None}))
+    # expire_at (the connection's lifetime) does not stand in for the token's own exp.
+    with pytest.raises(TokenInvalid):
+        strict.verify_connection(encode({"sub": "a", "expire_at": now + 60}))
+    assert strict.verify_connection(encode({"sub": "a", "exp": now + 60})).user == "a"
+    # The option is about connection tokens only.
+    sub = strict.verify_subscription(encode({"sub": "a", "channel": "$c"}))
+    assert sub.channel == "$c"
+
+
+def test_minted_tokens_carry_the_configured_audience_and_issuer(clock: FakeClock) -> None:
+    strict = verifier(clock, audience="app", issuer="auth")
+    plain = mint_connection_token(SECRET, "bob")
+    with pytest.raises(TokenInvalid):
+        strict.verify_connection(plain)
+    token = mint_connection_token(SECRET, "bob", audience="app", issuer="auth")
+    assert strict.verify_connection(token).user == "bob"
+    sub = mint_subscription_token(SECRET, "bob", "$c", audience="app", issuer="auth")
+    assert strict.verify_subscription(sub).channel == "$c"

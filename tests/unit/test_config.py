@@ -52,6 +52,7 @@ def test_env_json_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         ('[[channel.namespaces]]\nname = "x1"\n[[channel.namespaces]]\nname = "x1"', "twice"),
         ('[token]\nalgorithms = ["none"]', "none"),
         ("[channel.without_namespace]\nforce_recovery = true", "recovery needs history"),
+        ("announce_interval = 2\nnode_lapse = 3", "node_lapse"),
     ],
 )
 def test_errors_name_the_option(tmp_path: Path, toml: str, names: str) -> None:

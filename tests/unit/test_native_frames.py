@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from websockets.frames import Frame, Opcode
+from tests.conftest import suite_settings
+from websockets.frames import Close, Frame, Opcode
 from websockets.streams import StreamReader
 
-from hubbub.transports.native import _Flusher, _FrameCache, frame
+from hubbub.app import create_app
+from hubbub.node import Node
+from hubbub.transports.native import (
+    _SLICE,
+    _TURN_FRAMES,
+    NativeWebSocketProtocol,
+    _Flusher,
+    _FrameCache,
+    frame,
+)
 
 
 def parse(data: bytes) -> Frame:
@@ -86,3 +98,121 @@ async def test_a_short_flush_does_not_delay_the_next() -> None:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
     assert len(conn.flushes) == 3
+
+
+class Socket:
+    """Stands in for the event loop's transport: records writes and reading pauses."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.reading = True
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # the peer reads everything at once
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5000) if name == "peername" else None
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def opened(**limits: Any) -> tuple[NativeWebSocketProtocol, Socket]:
+    """A native connection after its opening handshake, on a fake socket."""
+    node = Node(suite_settings(limits=limits) if limits else suite_settings())
+    conn = NativeWebSocketProtocol(
+        SimpleNamespace(loaded_app=create_app(node=node)), SimpleNamespace(connections=set())
+    )
+    socket = Socket()
+    conn.connection_made(socket)  # type: ignore[arg-type]
+    conn.data_received(
+        b"GET /connection/websocket HTTP/1.1\r\nhost: 127.0.0.1\r\nupgrade: websocket\r\n"
+        b"connection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"sec-websocket-version: 13\r\n\r\n"
+    )
+    assert socket.written.startswith(b"HTTP/1.1 101 ")
+    socket.written.clear()
+    return conn, socket
+
+
+def client_frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
+    """A masked client frame (zero mask: the payload goes as it is)."""
+    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+def server_frames(data: bytes) -> list[Frame]:
+    """The frames the server wrote, one after the other, each read back by :func:`parse`."""
+    frames = []
+    while data:
+        size = data[1] & 0x7F
+        end = 2 + size if size < 126 else 4 + int.from_bytes(data[2:4], "big")
+        assert size < 127, "no test here makes frames that large"
+        frames.append(parse(data[:end]))
+        data = data[end:]
+    return frames
+
+
+async def test_one_read_parses_a_turn_of_frames_and_leaves_the_rest_for_later() -> None:
+    conn, socket = opened(frame_rate=0, frame_byte_rate=0)
+    pings = client_frame(Opcode.PING.value) * 40_000  # one 234 KiB read of empty pings
+    conn.data_received(pings)
+    answered = len(server_frames(bytes(socket.written)))
+    # One turn: _TURN_FRAMES, give or take the slice that crossed it, not 40,000.
+    assert _TURN_FRAMES <= answered <= _TURN_FRAMES + _SLICE // 6
+    assert not socket.reading  # the rest waits in the connection, not in the kernel's buffer
+    for _ in range(40_000 // _TURN_FRAMES + 2):
+        await asyncio.sleep(0)  # other callbacks run between the turns
+    frames = server_frames(bytes(socket.written))
+    assert len(frames) == 40_000 and {f.opcode for f in frames} == {Opcode.PONG}
+    assert socket.reading
+
+
+async def test_a_flood_of_pings_is_closed_with_3013() -> None:
+    conn, socket = opened(frame_rate=100, frame_burst=200)
+    conn.data_received(client_frame(Opcode.PING.value) * 1000)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    frames = server_frames(bytes(socket.written))
+    assert frames[-1].opcode is Opcode.CLOSE
+    assert Close.parse(frames[-1].data).code == 3013
+    assert 200 <= len(frames) - 1 <= 200 + _SLICE // 6  # the burst was answered, no more
+    assert conn.node.counters["limit.frame_rate"] == 1
+    written = len(socket.written)
+    conn.data_received(client_frame(Opcode.PING.value) * 1000)
+    assert len(socket.written) == written  # nothing more is parsed or answered
+
+
+async def test_a_message_in_too_many_fragments_is_closed_with_1009() -> None:
+    conn, socket = opened(frame_rate=0, frame_byte_rate=0)
+    limit = conn.node.settings.client.max_fragments
+    start = client_frame(Opcode.TEXT.value, b"{", fin=False)
+    conn.data_received(start + client_frame(Opcode.CONT.value, fin=False) * (limit - 2))
+    for _ in range(limit // _TURN_FRAMES + 2):
+        await asyncio.sleep(0)
+    assert socket.written == b""  # within the limit: nothing to say yet
+    conn.data_received(client_frame(Opcode.CONT.value, fin=False) * 2)
+    (close,) = server_frames(bytes(socket.written))
+    assert close.opcode is Opcode.CLOSE and Close.parse(close.data).code == 1009
+    assert conn.node.counters["limit.max_fragments"] == 1

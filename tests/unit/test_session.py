@@ -250,6 +250,18 @@ async def test_a_stalled_loop_does_not_cost_the_pong(hp: Harness) -> None:
     assert transport(session).close_code == DisconnectCode.NO_PONG
 
 
+async def test_a_loop_that_stays_late_does_not_postpone_the_no_pong_close(hp: Harness) -> None:
+    h = hp
+    session = await h.session()
+    advance_until_ping(h, session, 25)
+    h.clock.stall(12)
+    h.clock.advance(0)
+    assert transport(session).close_code is None  # the first late check looks again
+    h.clock.stall(5)  # and that second look is late too: no more postponing
+    h.clock.advance(0)
+    assert transport(session).close_code == DisconnectCode.NO_PONG
+
+
 async def test_stray_pong_is_tolerated(hp: Harness) -> None:
     session = await hp.session()
     await send(session, {})

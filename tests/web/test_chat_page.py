@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.conftest import UNIT
@@ -169,3 +171,55 @@ async def test_killing_the_server_loses_no_stored_message(
     fresh = await open_page(browser, web_server.base, "carol", errors)
     await expect(texts(fresh)).to_have_text([*sent, "after the restart"], timeout=WAIT)
     assert errors == []
+
+
+async def test_the_room_list_pages_and_a_refused_room_is_explained(
+    browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HUBBUB_CHAT__ROOMS_PAGE_SIZE", "25")
+    monkeypatch.setenv("HUBBUB_CHAT__ROOM_CREATE_BURST", "1")
+    monkeypatch.setenv("HUBBUB_CHAT__ROOM_CREATE_RATE", "0.0001")  # no token back in the test
+    server = Server(tmp_path)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=5) as http:
+            for n in range(59):  # the API is a backend's: not limited by a user's rate
+                created = await http.post("/api/chat_create_room", json={"room": f"room-{n:02d}"})
+                assert created.status_code == 200, created.text
+        errors = Errors()
+        alice = await open_page(browser, server.base, "alice", errors)
+        rooms = alice.locator("#rooms button")
+        more = alice.locator("#more-rooms")
+        await expect(rooms).to_have_count(25, timeout=WAIT)  # lobby, room-00 … room-23
+        await expect(more).to_have_text("More rooms (35 more)")
+        await more.click()
+        await expect(rooms).to_have_count(50, timeout=WAIT)
+        await expect(rooms.nth(49)).to_have_attribute("data-room", "room-48")
+        await more.scroll_into_view_if_needed()
+        await screenshot(alice, "chat-many-rooms")
+        await more.click()
+        await expect(rooms).to_have_count(60, timeout=WAIT)
+        await expect(more).to_be_hidden()
+        names = [await b.get_attribute("data-room") for b in await rooms.all()]
+        assert names == ["lobby"] + [f"room-{n:02d}" for n in range(59)]
+
+        await alice.fill("#new-room-name", "garden")  # the one room alice may create now
+        await alice.press("#new-room-name", "Enter")
+        await expect(alice.locator("#room-title")).to_have_text("# garden", timeout=WAIT)
+        await expect(alice.locator("#text")).to_be_enabled(timeout=WAIT)
+        await alice.fill("#new-room-name", "orchard")
+        await alice.press("#new-room-name", "Enter")
+        await expect(alice.locator("#rooms-error")).to_contain_text(
+            "Cannot join #orchard: too many requests: you are creating rooms too fast",
+            timeout=WAIT,
+        )
+        # Back in the room it was in, able to write there.
+        await expect(alice.locator("#room-title")).to_have_text("# garden", timeout=WAIT)
+        await expect(alice.locator("#text")).to_be_enabled(timeout=WAIT)
+        await expect(alice.locator("#rooms button[data-room=orchard]")).to_have_count(0)
+        await screenshot(alice, "chat-room-refused")
+        await send(alice, "still here")
+        await expect(texts(alice)).to_have_text(["still here"], timeout=WAIT)
+        assert errors == []
+    finally:
+        await server.stop()

@@ -4,6 +4,9 @@ Authentication: header ``X-API-Key: <key>``, or ``Authorization: apikey <key>``;
 wrong key is 401 with an empty body. Keys are compared in constant time. Without a configured
 key the API is off (404) unless ``http_api.insecure`` is set.
 
+The body is JSON, sent as ``Content-Type: application/json``; a request a web page could forge
+(another type, from an origin that is not allowed) is 415, see :mod:`hubbub.api.guard`.
+
 Replies are HTTP 200 with ``{"result": …}`` or ``{"error": {"code", "message"}}`` (``batch``:
 ``{"replies": […]}``). A body that is not JSON is 400, a body over ``max_body_size`` is 413,
 an unknown method 404; each with a one-line plain-text explanation.
@@ -19,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from hubbub.api.guard import forged_post_refusal
 from hubbub.api.methods import InvalidJSON, ServerAPI
 from hubbub.api.openapi import openapi_document
 from hubbub.config import HTTPAPISettings
@@ -64,6 +68,7 @@ def api_routes(api: ServerAPI, settings: HTTPAPISettings) -> list[BaseRoute]:
     if not settings.enabled:
         return []
     prefix = settings.prefix.rstrip("/")
+    allowed_origins = api.node.settings.client.allowed_origins
 
     async def endpoint(request: Request) -> Response:
         method = request.path_params["method"]
@@ -72,6 +77,11 @@ def api_routes(api: ServerAPI, settings: HTTPAPISettings) -> list[BaseRoute]:
             return Response(status_code=401)
         if method not in api.method_names:
             return PlainTextResponse(f"unknown API method {method!r}\n", status_code=404)
+        refusal = forged_post_refusal(request.headers, allowed_origins)
+        if refusal is not None:
+            api.node.counters["api.unsupported_media_type"] += 1
+            log.warning("api %s refused: %s", method, refusal)
+            return PlainTextResponse(refusal + "\n", status_code=415)
         try:
             body = await _read_body(request, settings.max_body_size)
         except _TooLarge:

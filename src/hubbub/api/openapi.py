@@ -180,9 +180,15 @@ APP_METHODS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         _obj(["room", "created"], room=_ROOM, created=_BOOL),
     ),
     "chat_rooms": (
-        "Every chat room with its message count and online users.",
-        _obj([]),
-        _obj(["rooms"], rooms={"type": "array", "items": _ROOM}),
+        "A page of the chat rooms (by name) with message counts and online users; pass next"
+        " as after for the following page.",
+        _obj([], after=_STR, limit=_INT),
+        _obj(
+            ["rooms", "next", "total"],
+            rooms={"type": "array", "items": _ROOM},
+            next={"type": ["string", "null"]},
+            total=_INT,
+        ),
     ),
     "chat_history": (
         "A page of a room's archive, oldest first; before = a message id to page backwards.",

@@ -4,7 +4,7 @@
   ``body``, optional ``title``, ``data`` (any JSON) and ``link`` →
   ``{"count": n, "notifications": [{"id", "user"}]}``;
 * ``chat_create_room`` ``{"room"}`` → ``{"room": {...}, "created": bool}``;
-* ``chat_rooms`` → ``{"rooms": [...]}``;
+* ``chat_rooms`` ``{"after"?, "limit"?}`` → ``{"rooms": [...], "next", "total"}`` (one page);
 * ``chat_history`` ``{"room", "limit"?, "before"?}`` → ``{"messages": [...]}``;
 * ``chat_send`` ``{"room", "user", "text"}`` → ``{"message": {...}}`` (a backend speaking for
   a user: stored and published like a message from the user's own connection).
@@ -18,7 +18,7 @@ import msgspec
 
 from hubbub.api.methods import ServerAPI
 from hubbub.apps.chat.service import ChatService, message_view
-from hubbub.apps.errors import NoArgs, bad_request
+from hubbub.apps.errors import bad_request
 from hubbub.apps.notify.service import NotificationService
 from hubbub.protocol.messages import EMPTY
 
@@ -44,6 +44,11 @@ class NotifyRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class RoomRequest(msgspec.Struct, forbid_unknown_fields=True):
     room: str
+
+
+class RoomsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    after: str = ""
+    limit: int | None = None
 
 
 class HistoryRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,11 +84,10 @@ def register_chat(api: ServerAPI, chat: ChatService) -> None:
 
     async def create_room(req: RoomRequest) -> dict[str, Any]:
         room, created = await chat.create_room(req.room)
-        views = {r.name: r for r in await chat.rooms()}
-        return {"room": views[room.name].as_dict(), "created": created}
+        return {"room": (await chat.room_view(room.name)).as_dict(), "created": created}
 
-    async def rooms(req: NoArgs) -> dict[str, Any]:
-        return {"rooms": [r.as_dict() for r in await chat.rooms()]}
+    async def rooms(req: RoomsRequest) -> dict[str, Any]:
+        return (await chat.room_page(after=req.after, limit=req.limit)).as_dict()
 
     async def history(req: HistoryRequest) -> dict[str, Any]:
         msgs = await chat.history(req.room, limit=req.limit, before=req.before)
@@ -93,6 +97,6 @@ def register_chat(api: ServerAPI, chat: ChatService) -> None:
         return {"message": message_view(await chat.send(req.user, req.room, req.text))}
 
     api.register("chat_create_room", RoomRequest, create_room)
-    api.register("chat_rooms", NoArgs, rooms)
+    api.register("chat_rooms", RoomsRequest, rooms)
     api.register("chat_history", HistoryRequest, history)
     api.register("chat_send", SendRequest, send)

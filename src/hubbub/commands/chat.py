@@ -58,7 +58,8 @@ CATCH_UP_LIMIT = 1000  # messages read back at most to fill one gap in the strea
 _LOST = (ConnectionError, TimeoutError, ConnectionClosed)
 HELP = [
     "/who            who is in this room now",
-    "/rooms          the rooms, with how many people are in each",
+    "/rooms          the rooms, with how many people are in each (a page of them)",
+    "/rooms more     the next page of rooms",
     "/history [N]    print N earlier messages (default: --history)",
     "/quit           leave (also Ctrl-D or Ctrl-C)",
     "/help           this list",
@@ -122,6 +123,8 @@ class Chat:
         self._lost = False
         self._leaving = False  # no more state news: closing the client is not "disconnected"
         self._typed_at = -TYPING_EVERY
+        self._rooms_next: str | None = None  # cursor of the next page of /rooms
+        self._rooms_listed = 0  # rooms printed by /rooms and /rooms more so far
         self._tasks: set[asyncio.Task[Any]] = set()
         self.screen: Screen
         if sys.stdin.isatty() and sys.stdout.isatty():
@@ -215,7 +218,7 @@ class Chat:
             elif name == "who":
                 await self._who()
             elif name == "rooms":
-                await self._rooms()
+                await self._rooms(rest.strip())
             elif name == "history":
                 await self._earlier(rest.strip())
             else:
@@ -234,16 +237,33 @@ class Chat:
         users = sorted(users_in(presence))
         self.show(f"online: {', '.join(clean(u) for u in users) or 'nobody'}")
 
-    async def _rooms(self) -> None:
-        reply = await self.client.rpc("chat.rooms", {})
-        rooms = reply.get("rooms", []) if isinstance(reply, dict) else []
-        self.show(f"{_count(len(rooms), 'room')}:")
+    async def _rooms(self, arg: str) -> None:
+        """``/rooms``: the first page of rooms; ``/rooms more``: the next one."""
+        if arg not in ("", "more"):
+            self.show("! usage: /rooms [more]", "error")
+            return
+        if arg == "more" and self._rooms_next is None:
+            self.show("-- no more rooms; /rooms lists them from the start --")
+            return
+        after = self._rooms_next if arg == "more" else None
+        reply = await self.client.rpc("chat.rooms", {"after": after} if after else {})
+        reply = reply if isinstance(reply, dict) else {}
+        rooms = reply.get("rooms", [])
+        # A server without paging answers every room and no cursor or total.
+        nxt, total = reply.get("next"), reply.get("total", len(rooms))
+        first = self._rooms_listed + 1 if after else 1
+        self._rooms_listed = first + len(rooms) - 1
+        self._rooms_next = nxt if isinstance(nxt, str) and nxt else None
+        shown = f", {first}-{self._rooms_listed}" if self._rooms_next or after else ""
+        self.show(f"{_count(int(total), 'room')}{shown}:")
         for room in rooms:
             mark = "*" if room.get("name") == self.room else " "
             self.show(
                 f" {mark} {clean(str(room.get('name')))}: {room.get('online', 0)} online, "
                 f"{_count(int(room.get('messages', 0)), 'message')}"
             )
+        if self._rooms_next:
+            self.show("-- /rooms more for the next page --")
 
     async def _earlier(self, arg: str) -> None:
         if arg and not arg.isdigit():

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from hubbub.config import DEV_SECRET, Settings
+from hubbub.config import DEV_SECRET, Settings, TokenSettings
 
 DEFAULT_URL = "ws://127.0.0.1:8000/connection/websocket"
 DEFAULT_API = "http://127.0.0.1:8000/api"
@@ -43,17 +43,38 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 
 def resolve_token(args: argparse.Namespace, settings: Settings) -> str:
     """The token to connect with: ``--token``/``HUBBUB_TOKEN``, else one minted for ``--user``
-    with the development secret (``--dev``) or the configured HMAC secret."""
+    with the development secret (``--dev``) or the configured HMAC secret, carrying the
+    configured audience and issuer."""
     if args.token:
         return str(args.token)
     if not args.user:
         raise UsageError("give --token (or HUBBUB_TOKEN), or --user NAME with --dev or --config")
     from hubbub.auth import mint_connection_token
 
-    secret = DEV_SECRET if args.dev else settings.token.hmac_secret_key
+    tokens = settings.token
+    secret = DEV_SECRET if args.dev else tokens.hmac_secret_key
     if not secret:
         raise UsageError("--user needs a secret to sign with: add --dev, or --config FILE")
-    return mint_connection_token(secret, args.user)
+    return mint_connection_token(
+        secret,
+        args.user,
+        ttl=token_ttl(None, tokens),
+        audience=tokens.audience,
+        issuer=tokens.issuer,
+    )
+
+
+REQUIRED_EXP_TTL = 3600.0
+"""Seconds a minted connection token lasts when the configuration requires ``exp`` and no
+lifetime was asked for."""
+
+
+def token_ttl(ttl: float | None, tokens: TokenSettings) -> float | None:
+    """The lifetime of a minted connection token: ``ttl``, else none (it never expires), or
+    :data:`REQUIRED_EXP_TTL` when ``token.require_exp`` would refuse a token without ``exp``."""
+    if ttl is None and tokens.require_exp:
+        return REQUIRED_EXP_TTL
+    return ttl
 
 
 def add_api_options(parser: argparse.ArgumentParser) -> None:

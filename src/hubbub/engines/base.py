@@ -179,6 +179,13 @@ class Broker(Protocol):
         """Drop the stream's publications; its position (offset and epoch) is kept."""
         ...
 
+    async def renew_epoch(self, channel: str, epoch: str) -> None:
+        """Give the channel's stream a new epoch, if its epoch is still ``epoch`` (offsets and
+        publications are kept). A node calls this when it saw the stream go back within one
+        epoch (the engine lost publications it had acknowledged): from then on no position
+        taken before the loss can be mistaken for one after it."""
+        ...
+
     async def publish_control(self, data: bytes) -> None:
         """Deliver ``data`` to every *other* node's :meth:`BrokerEventHandler.handle_control`
         (user operations and node announcements). A single-process engine delivers nothing."""
@@ -199,16 +206,55 @@ class PresenceStats:
     num_users: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReapedEntry:
+    """A presence entry removed because the node that owned it died."""
+
+    channel: str
+    info: ClientInfo
+
+
 class PresenceManager(Protocol):
     """Who is in which channel, across all nodes.
 
     Contract: an entry lives ``ttl`` seconds after its last :meth:`add_presence` (nodes refresh
-    their clients' entries periodically), so the clients of a node that died disappear by
-    themselves; :meth:`remove_presence` removes at once.
+    their clients' entries periodically); :meth:`remove_presence` removes at once.
+
+    A node does not wait for ``ttl`` to clear the entries of a node that died: every entry is
+    owned by the node that added it (:meth:`set_owner`), each node renews its liveness with
+    :meth:`keep_alive`, and :meth:`reap_lapsed` removes every entry of a node whose liveness
+    lapsed, exactly once across all the callers, even callers that started after that node's
+    last renewal. A node that was only cut off and comes back adds its entries again on its
+    next refresh (:meth:`keep_alive` tells it that it was reaped).
     """
 
+    def set_owner(self, node: str) -> None:
+        """Name the node whose entries :meth:`add_presence` adds from now on; called once,
+        before the first :meth:`add_presence`."""
+        ...
+
+    async def keep_alive(self, lapse: float) -> bool:
+        """Renew the owner's liveness for ``lapse`` seconds.
+
+        Returns:
+            False when the owner was not alive before this call (its first call, or its
+            liveness lapsed and its entries may have been reaped); True otherwise.
+        """
+        ...
+
+    async def reap_lapsed(self) -> list[ReapedEntry]:
+        """Remove every entry owned by a node (other than the owner) whose liveness lapsed,
+        and forget that node. Each lapsed node is reaped by one caller only; the others get
+        nothing for it. A single-process engine has nothing to reap.
+
+        Returns:
+            The removed entries, so the caller can announce the leaves.
+        """
+        ...
+
     async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
-        """Add or refresh ``info.client`` in ``channel`` for ``ttl`` seconds."""
+        """Add or refresh ``info.client`` in ``channel`` for ``ttl`` seconds, owned by the
+        owner named with :meth:`set_owner`."""
         ...
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None:

@@ -22,6 +22,7 @@ from hubbub.engines.base import (
     PresenceStats,
     PublishOptions,
     PublishResult,
+    ReapedEntry,
     StreamPosition,
 )
 from hubbub.protocol.codes import ErrorCode, error
@@ -187,6 +188,11 @@ class MemoryBroker:
         if stream is not None:
             stream.items.clear()
 
+    async def renew_epoch(self, channel: str, epoch: str) -> None:
+        stream = self._streams.get(channel)
+        if stream is not None and stream.epoch == epoch:
+            stream.epoch = new_epoch()
+
     async def publish_control(self, data: bytes) -> None:
         return None  # one process: there is no other node
 
@@ -202,6 +208,18 @@ class MemoryPresenceManager:
         self._clock: Clock = clock or SystemClock()
         # channel -> client id -> (expires_at, info)
         self._channels: dict[str, dict[str, tuple[float, ClientInfo]]] = {}
+        self._alive = False
+
+    def set_owner(self, node: str) -> None:
+        return None  # one process: every entry is this node's
+
+    async def keep_alive(self, lapse: float) -> bool:
+        # One process: the owner cannot lapse while it runs; only its first call is "new".
+        alive, self._alive = self._alive, True
+        return alive
+
+    async def reap_lapsed(self) -> list[ReapedEntry]:
+        return []  # one process: no other node can die and leave entries behind
 
     def _live(self, channel: str) -> dict[str, tuple[float, ClientInfo]]:
         entries = self._channels.get(channel)

@@ -11,6 +11,13 @@ Layout per channel (the ``{…}`` hash tag keeps a channel's keys in one Redis C
 * ``<prefix>:presence:{<channel>}`` and ``…:presence:exp:{<channel>}``: client id -> packed
   ClientInfo, and client id -> expiry time (sorted set).
 
+Per node (the ``{nodes}`` hash tag keeps them in one slot):
+
+* ``<prefix>:{nodes}``: node uid -> the time its liveness lapses (sorted set).
+* ``<prefix>:{nodes}:owned:<uid>``: the presence entries the node added, as
+  ``<client id> NUL <channel>``; expires with the entries.
+* ``<prefix>:{nodes}:reap:<uid>``: the lock of the one node that reaps a lapsed node.
+
 Appending to the stream and publishing happen in one Lua script, so every publication seen live
 is in the stream and offsets follow delivery order. Time comes from Redis (``TIME``), so nodes
 agree on expiry whatever their clocks say.
@@ -37,6 +44,7 @@ from hubbub.engines.base import (
     PresenceStats,
     PublishOptions,
     PublishResult,
+    ReapedEntry,
     StreamPosition,
     engine_unavailable,
 )
@@ -59,9 +67,29 @@ async def _guard(call: Callable[[], Awaitable[T]]) -> T:
         raise engine_unavailable() from None
 
 
-def _client(url: str) -> aioredis.Redis:
-    # Bounded waits: a dead Redis must fail calls in seconds, never hang them.
-    return aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+POOL_SIZE = 100
+"""Default most connections one client (a broker's or a presence manager's) opens to Redis."""
+
+POOL_TIMEOUT = 5.0
+"""Default seconds a call waits for a free pooled connection before it fails (error 100)."""
+
+
+def _client(url: str, pool_size: int, pool_timeout: float) -> aioredis.Redis:
+    """A client on a pool of at most ``pool_size`` connections to ``url``.
+
+    A call that finds every connection busy waits up to ``pool_timeout`` seconds for one to be
+    released (back-pressure on a burst), then fails like an unreachable Redis would. A pool
+    that refused at once would turn every burst larger than the pool into errors.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size,
+        timeout=pool_timeout,
+        # Bounded waits: a dead Redis must fail calls in seconds, never hang them.
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 class _Info(msgspec.Struct, array_like=True):
@@ -191,6 +219,15 @@ end
 return {epoch, top, out}
 """
 
+# KEYS: meta.  ARGV: the epoch to replace, the new epoch. 1 when it was replaced.
+_RENEW_EPOCH = """
+if redis.call('HGET', KEYS[1], 'e') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'e', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 # KEYS: presence hash, expiry zset.  ARGV: none. Drops expired entries, returns the rest.
 _PRESENCE = """
 local t = redis.call('TIME')
@@ -214,6 +251,76 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 """
 
 
+# KEYS: owned set.  ARGV: member, ttl ms. Records the entry; the set lives as long as its
+# longest-lived entry.
+_OWN = """
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+"""
+
+# KEYS: nodes zset.  ARGV: own uid, lapse ms. Renews the liveness; 1 if it had not lapsed.
+_KEEP_ALIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prev = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if prev and tonumber(prev) > now then return 1 end
+return 0
+"""
+
+# KEYS: nodes zset.  ARGV: own uid. The uids of the other nodes whose liveness lapsed.
+_LAPSED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, uid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  if uid ~= ARGV[1] then table.insert(out, uid) end
+end
+return out
+"""
+
+# KEYS: nodes zset, reap lock.  ARGV: lapsed uid, own uid, lock ms.
+# 1 when the node is still lapsed and this caller took the lock.
+_CLAIM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > now then return 0 end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+return 0
+"""
+
+# KEYS: presence hash, expiry zset.  ARGV: client ids. Removes them, returns their infos.
+_REAP = """
+local out = {}
+for i = 1, #ARGV do
+  local info = redis.call('HGET', KEYS[1], ARGV[i])
+  if info then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    table.insert(out, info)
+  end
+end
+return out
+"""
+
+# KEYS: nodes zset, owned set.  ARGV: reaped uid. Forgets the node unless it came back.
+_FORGET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > now then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+_REAP_LOCK_MS = 30_000
+"""How long a reaper holds a lapsed node; should it die meanwhile, another takes over."""
+
+
 def _ms(seconds: float) -> int:
     return max(int(seconds * 1000), 1)
 
@@ -224,10 +331,22 @@ class RedisBroker:
     Args:
         url: the Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
         prefix: prefix of every key and PUB/SUB channel, to share a Redis between deployments.
+        pool_size: most connections to Redis, the PUB/SUB one included (at least 2).
+        pool_timeout: seconds a call waits for a free connection before it fails.
     """
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "hubbub") -> None:
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "hubbub",
+        pool_size: int = POOL_SIZE,
+        pool_timeout: float = POOL_TIMEOUT,
+    ) -> None:
+        if pool_size < 2:
+            raise ValueError("pool_size must be at least 2: PUB/SUB holds one connection")
         self._url = url
+        self._pool = (pool_size, pool_timeout)
         self._prefix = prefix
         self._handler: BrokerEventHandler | None = None
         self._redis: aioredis.Redis | None = None
@@ -238,6 +357,7 @@ class RedisBroker:
         self._healthy = False
         self._publish: Any = None
         self._history: Any = None
+        self._renew_epoch: Any = None
 
     @property
     def healthy(self) -> bool:
@@ -263,9 +383,10 @@ class RedisBroker:
         return f"{self._prefix}:control"
 
     async def start(self) -> None:
-        self._redis = _client(self._url)
+        self._redis = _client(self._url, *self._pool)
         self._publish = self._redis.register_script(_PUBLISH)
         self._history = self._redis.register_script(_HISTORY)
+        self._renew_epoch = self._redis.register_script(_RENEW_EPOCH)
         await _guard(self._redis.ping)
         self._pubsub = self._redis.pubsub()
         # Subscribing to the control channel opens the PUB/SUB connection before any channel.
@@ -348,6 +469,10 @@ class RedisBroker:
                 self._pubsub = pubsub
                 continue
             self._pubsub = pubsub
+            # Pooled connections idle since before the outage may be dead (a restarted Redis
+            # closed them): drop them, so the node's check of the streams starts on new ones.
+            with contextlib.suppress(Exception):
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
             self._healthy = True
             log.warning("Redis PUB/SUB reconnected; %d channels resubscribed", len(channels))
             if self._handler is not None:
@@ -482,15 +607,43 @@ class RedisBroker:
     async def remove_history(self, channel: str) -> None:
         await _guard(lambda: self.redis.delete(self._key("stream", channel)))
 
+    async def renew_epoch(self, channel: str, epoch: str) -> None:
+        renewed = await _guard(
+            lambda: self._renew_epoch(keys=[self._key("meta", channel)], args=[epoch, _new_epoch()])
+        )
+        if renewed:
+            log.warning("the stream of %s went back within epoch %s: new epoch", channel, epoch)
+
 
 class RedisPresenceManager:
-    """A :class:`~hubbub.engines.base.PresenceManager` over one Redis server."""
+    """A :class:`~hubbub.engines.base.PresenceManager` over one Redis server.
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "hubbub") -> None:
-        self._redis = _client(url)
+    Args:
+        url: the Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
+        prefix: prefix of every key, to share a Redis between deployments.
+        pool_size: most connections to Redis.
+        pool_timeout: seconds a call waits for a free connection before it fails.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "hubbub",
+        pool_size: int = POOL_SIZE,
+        pool_timeout: float = POOL_TIMEOUT,
+    ) -> None:
+        self._redis = _client(url, pool_size, pool_timeout)
         self._prefix = prefix
+        self._owner = ""
         self._presence = self._redis.register_script(_PRESENCE)
         self._add = self._redis.register_script(_ADD_PRESENCE)
+        self._own = self._redis.register_script(_OWN)
+        self._keep_alive = self._redis.register_script(_KEEP_ALIVE)
+        self._lapsed = self._redis.register_script(_LAPSED)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._reap = self._redis.register_script(_REAP)
+        self._forget = self._redis.register_script(_FORGET)
 
     def _keys(self, channel: str) -> list[str]:
         return [
@@ -498,25 +651,104 @@ class RedisPresenceManager:
             f"{self._prefix}:presence:exp:{{{channel}}}",
         ]
 
+    @property
+    def _nodes(self) -> str:
+        return f"{self._prefix}:{{nodes}}"
+
+    def _owned(self, node: str) -> str:
+        return f"{self._prefix}:{{nodes}}:owned:{node}"
+
     async def close(self) -> None:
         await self._redis.aclose()
 
+    def set_owner(self, node: str) -> None:
+        self._owner = node
+
+    async def keep_alive(self, lapse: float) -> bool:
+        renewed = await _guard(
+            lambda: self._keep_alive(keys=[self._nodes], args=[self._owner, _ms(lapse)])
+        )
+        return bool(renewed)
+
     async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
         packed = _encoder.encode(_pack_info(info))
-        await _guard(
-            lambda: self._add(keys=self._keys(channel), args=[info.client, packed, _ms(ttl)])
-        )
+        if not self._owner:
+            await _guard(
+                lambda: self._add(keys=self._keys(channel), args=[info.client, packed, _ms(ttl)])
+            )
+            return
+        owned = self._owned(self._owner)
+
+        async def add() -> None:
+            # One round trip: the entry, and its owner's record of it (which lives as long as
+            # the longest-lived entry it lists).
+            async with self._redis.pipeline(transaction=False) as pipe:
+                await self._add(
+                    keys=self._keys(channel), args=[info.client, packed, _ms(ttl)], client=pipe
+                )
+                await self._own(
+                    keys=[owned], args=[f"{info.client}\0{channel}", _ms(ttl)], client=pipe
+                )
+                await pipe.execute()
+
+        await _guard(add)
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
         data, expiry = self._keys(channel)
 
         async def remove() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hdel(data, client_id)
                 pipe.zrem(expiry, client_id)
+                if self._owner:
+                    pipe.srem(self._owned(self._owner), f"{client_id}\0{channel}")
                 await pipe.execute()
 
         await _guard(remove)
+
+    async def reap_lapsed(self) -> list[ReapedEntry]:
+        lapsed = await _guard(lambda: self._lapsed(keys=[self._nodes], args=[self._owner]))
+        reaped: list[ReapedEntry] = []
+        for raw_uid in lapsed:
+            reaped.extend(await self._reap_node(raw_uid.decode()))
+        return reaped
+
+    async def _reap_node(self, node: str) -> list[ReapedEntry]:
+        """Remove the entries of the lapsed ``node`` if this caller wins its lock."""
+        lock = f"{self._prefix}:{{nodes}}:reap:{node}"
+        claimed = await _guard(
+            lambda: self._claim(
+                keys=[self._nodes, lock], args=[node, self._owner or "-", _REAP_LOCK_MS]
+            )
+        )
+        if not claimed:
+            return []
+        owned = self._owned(node)
+        members = await _guard(lambda: self._redis.smembers(owned))
+        by_channel: dict[str, list[str]] = {}
+        for member in members:
+            text = member.decode() if isinstance(member, bytes) else member
+            client, _, channel = text.partition("\0")
+            by_channel.setdefault(channel, []).append(client)
+        channels = list(by_channel)
+
+        async def remove() -> list[list[bytes]]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel in channels:
+                    await self._reap(
+                        keys=self._keys(channel), args=by_channel[channel], client=pipe
+                    )
+                return list(await pipe.execute())
+
+        infos = await _guard(remove) if channels else []
+        await _guard(lambda: self._forget(keys=[self._nodes, owned], args=[node]))
+        if members:
+            log.info("node %s lapsed: removed its %d presence entries", node, len(members))
+        return [
+            ReapedEntry(channel, _unpack_info(_info_decoder.decode(packed)))
+            for channel, removed in zip(channels, infos, strict=True)
+            for packed in removed
+        ]
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         flat = await _guard(lambda: self._presence(keys=self._keys(channel), args=[]))

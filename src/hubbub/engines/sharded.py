@@ -17,6 +17,7 @@ from hubbub.engines.base import (
     PresenceStats,
     PublishOptions,
     PublishResult,
+    ReapedEntry,
 )
 from hubbub.engines.redis import RedisBroker, RedisPresenceManager
 from hubbub.protocol.messages import ClientInfo, Publication
@@ -88,6 +89,9 @@ class ShardedBroker:
     async def remove_history(self, channel: str) -> None:
         await self._shard(channel).remove_history(channel)
 
+    async def renew_epoch(self, channel: str, epoch: str) -> None:
+        await self._shard(channel).renew_epoch(channel, epoch)
+
     async def publish_control(self, data: bytes) -> None:
         await self.shards[0].publish_control(data)
 
@@ -106,6 +110,22 @@ class ShardedPresenceManager:
     async def close(self) -> None:
         for shard in self.shards:
             await shard.close()
+
+    # Each shard keeps its own entries' owners, so liveness is renewed and reaped on each.
+
+    def set_owner(self, node: str) -> None:
+        for shard in self.shards:
+            shard.set_owner(node)
+
+    async def keep_alive(self, lapse: float) -> bool:
+        renewed = [await shard.keep_alive(lapse) for shard in self.shards]
+        return all(renewed)
+
+    async def reap_lapsed(self) -> list[ReapedEntry]:
+        reaped: list[ReapedEntry] = []
+        for shard in self.shards:
+            reaped.extend(await shard.reap_lapsed())
+        return reaped
 
     async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
         await self._shard(channel).add_presence(channel, info, ttl)

@@ -93,14 +93,5 @@ def in_given_order(notifications: list[Notification], users: list[str]) -> list[
     return result
 
 
-def sorted_rooms(rooms: list[Room]) -> list[Room]:
-    """``rooms`` by name in code point order, the same whatever the database's collation."""
-    return sorted(rooms, key=_room_name)
-
-
-def _room_name(room: Room) -> str:
-    return room.name
-
-
 def _notification_id(notification: Notification) -> int:
     return notification.id

@@ -127,8 +127,15 @@ class Store(Protocol):
     async def room(self, name: str) -> Room | None:
         """Room ``name`` with its message count, or None."""
 
-    async def rooms(self) -> list[Room]:
-        """Every room with its message count, sorted by name."""
+    async def rooms(self, *, after: str | None = None, limit: int | None = None) -> list[Room]:
+        """Rooms with their message counts, sorted by name in code point order (whatever the
+        database's collation): those named after ``after`` (None = from the first), at most
+        ``limit`` of them (all when None). Pass the last name of a page as ``after`` to get
+        the next one; every room is listed exactly once across the pages, and a room created
+        meanwhile shows up on a later page if its name sorts after the cursor."""
+
+    async def room_count(self) -> int:
+        """How many rooms exist."""
 
     # Messages
 

@@ -27,7 +27,6 @@ from hubbub.store._rows import (
     message_from_row,
     notification_from_row,
     room_from_row,
-    sorted_rooms,
 )
 from hubbub.store.base import ChatMessage, Notification, Room, StoreError
 
@@ -272,9 +271,23 @@ class PostgresStore:
         rows = await self._fetch(f"{ROOM_SELECT} WHERE r.name = $1", name)
         return room_from_row(rows[0]) if rows else None
 
-    async def rooms(self) -> list[Room]:
-        """Every room with its message count, sorted by name (by code point)."""
-        return sorted_rooms([room_from_row(row) for row in await self._fetch(ROOM_SELECT)])
+    async def rooms(self, *, after: str | None = None, limit: int | None = None) -> list[Room]:
+        """Rooms named after ``after`` (None = from the first), at most ``limit`` (all when
+        None), sorted by name in code point order (the "C" collation, whatever the database's
+        own). Room names are short and their number is bounded by the chat's ``max_rooms``,
+        so sorting them costs little though the primary key's index has another collation."""
+        # NULL compares as unknown, so "$1 IS NULL" admits every room when there is no cursor.
+        rows = await self._fetch(
+            f'{ROOM_SELECT} WHERE $1::text IS NULL OR r.name COLLATE "C" > $1'
+            ' ORDER BY r.name COLLATE "C" LIMIT $2',
+            after,
+            None if limit is None else clamp_int64(limit),
+        )
+        return [room_from_row(row) for row in rows]
+
+    async def room_count(self) -> int:
+        """How many rooms exist."""
+        return int((await self._fetch("SELECT COUNT(*) FROM rooms"))[0][0])
 
     # Messages
 

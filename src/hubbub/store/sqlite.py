@@ -31,7 +31,6 @@ from hubbub.store._rows import (
     message_from_row,
     notification_from_row,
     room_from_row,
-    sorted_rooms,
 )
 from hubbub.store.base import ChatMessage, Notification, Room, StoreError
 
@@ -282,9 +281,19 @@ class SQLiteStore:
         rows = await self._fetch(f"{ROOM_SELECT} WHERE r.name = ?", (name,))
         return room_from_row(rows[0]) if rows else None
 
-    async def rooms(self) -> list[Room]:
-        """Every room with its message count, sorted by name (by code point)."""
-        return sorted_rooms([room_from_row(row) for row in await self._fetch(ROOM_SELECT)])
+    async def rooms(self, *, after: str | None = None, limit: int | None = None) -> list[Room]:
+        """Rooms named after ``after`` (None = from the first), at most ``limit`` (all when
+        None), sorted by name (SQLite's default collation compares code points)."""
+        where = "" if after is None else "WHERE r.name > ?"
+        rows = await self._fetch(
+            f"{ROOM_SELECT} {where} ORDER BY r.name LIMIT ?",
+            (*(() if after is None else (after,)), -1 if limit is None else clamp_int64(limit)),
+        )
+        return [room_from_row(row) for row in rows]
+
+    async def room_count(self) -> int:
+        """How many rooms exist."""
+        return int((await self._fetch("SELECT COUNT(*) FROM rooms"))[0][0])
 
     # Messages
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -60,6 +61,41 @@ def origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
     return False
 
 
+_refused: ContextVar[bool] = ContextVar("hubbub_handshake_refused", default=False)
+
+
+class _RefusalFilter(logging.Filter):
+    """Drops the ERROR uvicorn's websockets-sansio protocol logs when an app returns after a
+    complete denial response (it does not count that response as the end of the handshake);
+    only for handshakes this endpoint refused on purpose (already logged as a warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_refused.get() and record.getMessage().startswith("ASGI callable returned"))
+
+
+_REFUSAL_FILTER = _RefusalFilter()
+
+
+async def refuse_handshake(scope: Scope, send: Send, status: int, reason: str) -> None:
+    """Refuse a WebSocket handshake with HTTP ``status`` and ``reason`` as plain text: the
+    answer of the native transport (503 when the node drains or is full, so clients retry;
+    403 for an origin that is not allowed). A server without the ASGI denial-response
+    extension can only close, which it answers with HTTP 403."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1013 if status == 503 else 1008})
+        return
+    # The server awaits the app in the same task: it logs with this flag still set.
+    _refused.set(True)
+    logging.getLogger("uvicorn.error").addFilter(_REFUSAL_FILTER)  # a no-op after the first
+    body = (reason + "\n").encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 def _frame(message: Message, codec: Codec) -> bytes | None:
     """The payload of a received frame, or None when its type does not fit the format."""
     if codec.binary:
@@ -67,6 +103,21 @@ def _frame(message: Message, codec: Codec) -> bytes | None:
         return bytes(data) if data is not None else None
     text = message.get("text")
     return text.encode() if text is not None else None
+
+
+# Closes the ASGI server's WebSocket layer makes for bad input (framing, invalid UTF-8, an
+# oversized message); the app only sees the disconnect.
+_BAD_INPUT_CLOSES = {1002: "invalid framing", 1007: "invalid UTF-8", 1009: "message too big"}
+
+
+def _log_bad_close(session: Session, remote: str, code: object) -> None:
+    """Log and count a disconnect for bad input: the one line about that connection (the
+    server's own line is dropped by :class:`hubbub.logs.RoutineFilter`)."""
+    if not isinstance(code, int) or code not in _BAD_INPUT_CLOSES or session.transport.closing:
+        return
+    session.log.info("closing %s: %s (%s)", remote, code, _BAD_INPUT_CLOSES[code])
+    session.node.metrics_bad_input(code)
+    session.node.metrics_disconnect(code)
 
 
 class WebSocketEndpoint:
@@ -89,7 +140,7 @@ class WebSocketEndpoint:
         remote = f"{client[0]}:{client[1]}"
         if self.node.draining:
             # Shutting down: refuse, so the client's reconnect lands on another node.
-            await send({"type": "websocket.close", "code": 1013})
+            await refuse_handshake(scope, send, 503, "shutting down")
             return
         limits = self.node.settings.limits
         ip = client_address(
@@ -100,14 +151,14 @@ class WebSocketEndpoint:
         ):
             log.warning("refused WebSocket from %s: connection limit", remote)
             self.node.counters["handshake.connection_limit"] += 1
-            await send({"type": "websocket.close", "code": 1013})
+            await refuse_handshake(scope, send, 503, "connection limit")
             return
         settings = self.node.settings.client
         origin = _header(scope, b"origin")
         if not origin_allowed(origin, _header(scope, b"host"), settings.allowed_origins):
             log.warning("refused WebSocket from %s: origin %r not allowed", remote, origin)
             self.node.counters["handshake.origin_refused"] += 1
-            await send({"type": "websocket.close", "code": 1008})
+            await refuse_handshake(scope, send, 403, "origin not allowed")
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         offered = list(scope.get("subprotocols") or ())
@@ -170,6 +221,7 @@ class WebSocketEndpoint:
                 message = receive_task.result()
                 kind = message["type"]
                 if kind == "websocket.disconnect":
+                    _log_bad_close(session, remote, message.get("code"))
                     break
                 if kind != "websocket.receive" or outbox.closing:
                     continue

@@ -1,10 +1,17 @@
-"""uvicorn's HTTP protocol with a deadline for request headers (slowloris protection).
+"""uvicorn's HTTP protocol with limits on request heads: a deadline and a size.
 
 A client that opens connections and sends its request headers a byte at a time holds a socket
 and a protocol object each for as long as it likes; thousands of them exhaust the file
 descriptors. Here every request's headers must be complete within ``limits.header_timeout``
 seconds of the connection opening (first request) or of the request's first byte (later
 requests on a kept-alive connection); otherwise the connection is closed and counted.
+
+The HTTP parser keeps a request's headers in memory until the empty line that ends them, with
+no limit of its own. So the request line and headers together may be at most
+``limits.max_header_size`` bytes and ``limits.max_headers`` lines: the bytes are counted as
+they arrive, before the parser sees them, and a request over either limit is answered
+``431 Request Header Fields Too Large`` and its connection closed. WebSocket upgrades go
+through here first, so the limits hold for every transport.
 """
 
 from __future__ import annotations
@@ -15,19 +22,37 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hubbub.transports.handshake import refusal
 from hubbub.transports.serving import node_of
 
 log = logging.getLogger("hubbub.transport")
 
+_END = b"\r\n\r\n"
+
+_LINGER = 0.5
+"""Seconds a refused client's further bytes are read and dropped before the socket is cut.
+Closing at once, with its bytes unread, would reset the connection, and the reset can destroy
+the refusal before the client reads it."""
+
 
 class GuardedHTTPProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the header deadline."""
+    """uvicorn's httptools protocol plus the header deadline and the header size limits."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._node = node_of(self.app)
-        self._timeout = self._node.settings.limits.header_timeout if self._node else 10.0
+        limits = self._node.settings.limits if self._node else None
+        self._timeout = limits.header_timeout if limits else 10.0
+        self._max_head = limits.max_header_size if limits else 0
+        self._max_lines = limits.max_headers if limits else 0
         self._deadline: asyncio.TimerHandle | None = None
+        # The head of the current request so far: whether it is still arriving, its size,
+        # its line count and its last bytes (to find the empty line across two reads).
+        self._in_head = True
+        self._head_size = 0
+        self._head_lines = 0
+        self._tail = b""
+        self._refused: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:
         if self._deadline is None and self._timeout > 0:
@@ -50,14 +75,70 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._arm()
 
+    def data_received(self, data: bytes) -> None:
+        if self._refused is not None:
+            return  # dropped: see _LINGER
+        if self._in_head and (self._max_head or self._max_lines):
+            over = self._count_head(data)
+            if over:
+                self._refuse_head(over)
+                return
+        super().data_received(data)
+
+    def _count_head(self, data: bytes) -> str:
+        """Add the part of ``data`` that belongs to the request head to its size and line
+        count; the name of the limit it goes over, or "" while it fits."""
+        seen = self._tail + data
+        end = seen.find(_END)
+        if end < 0:
+            part = data
+            self._tail = seen[-(len(_END) - 1) :]
+        else:
+            # The head ends in this read: what follows (a body, the next request) is not
+            # counted; the next request's head is counted from its own start.
+            part = data[: max(0, end + len(_END) - len(self._tail))]
+            self._tail = b""
+        self._head_size += len(part)
+        self._head_lines += part.count(b"\n")
+        if self._max_head and self._head_size > self._max_head:
+            return "max_header_size"
+        # The request line and the empty line are lines too, not headers.
+        if self._max_lines and self._head_lines > self._max_lines + 2:
+            return "max_headers"
+        return ""
+
+    def _refuse_head(self, limit: str) -> None:
+        """Answer 431, then drop what the client still sends until it closes, or for
+        ``_LINGER`` seconds at most."""
+        self._disarm()
+        peer = self.client or ("?", 0)
+        log.info("refused request from %s:%s: headers over limits.%s", *peer, limit)
+        if self._node is not None:
+            self._node.counters[f"limit.{limit}"] += 1
+        transport = self.transport
+        transport.write(refusal(431, f"request headers over limits.{limit}"))
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._refused = self.loop.call_later(_LINGER, transport.abort)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm()
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._in_head = False
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # A kept-alive connection's next request: its head is counted afresh.
+        self._in_head = True
+        self._head_size = self._head_lines = 0
+        self._tail = b""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._refused is not None:
+            self._refused.cancel()
         super().connection_lost(exc)

@@ -39,6 +39,7 @@ from websockets.protocol import Protocol, Side, State
 
 from hubbub.clock import running_loop
 from hubbub.limits import client_address
+from hubbub.logs import WEBSOCKETS_LOGGER
 from hubbub.protocol.codec import JSON, PROTOBUF, Codec
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.session import Session
@@ -53,11 +54,26 @@ from hubbub.transports.handshake import (
 from hubbub.transports.serving import node_of
 
 log = logging.getLogger("hubbub.transport")
+_ws_log = logging.getLogger(WEBSOCKETS_LOGGER)
+if _ws_log.level == logging.NOTSET:
+    # Quiet unless asked (hubbub.logs.configure at debug), also in an app that configures
+    # logging itself: otherwise every connection closed is a line at INFO.
+    _ws_log.setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 5.0
 """Seconds a closing connection waits for the peer's close frame before the socket is cut."""
 
+FLOOD_CLOSE_TIMEOUT = 0.5
+"""The same for a connection closed for sending more than its budget: long enough to read the
+close frame, short enough that a flooder which does not read holds nothing for long."""
+
 _INBOX_HIGH = 64  # received messages waiting for the session before reading pauses
+
+# One loop turn parses at most about this many frames of one connection; the rest of what was
+# read waits for the next turn, so a flood of tiny frames (a few microseconds each to parse)
+# cannot hold the event loop: a 256 KiB read of empty frames is 40,000 of them.
+_TURN_FRAMES = 128
+_SLICE = 1024  # bytes parsed between two looks at the turn's count (at most 170 frames)
 
 _MAX_WAIT = 0.05  # the adaptive wait between flushes never exceeds 50 ms
 _MIN_COST = 0.005  # flushes shorter than this (a few thousand sockets) never delay the next
@@ -254,7 +270,10 @@ class NativeWebSocketProtocol(asyncio.Protocol):
     # Slots: tens of thousands of these live at once; a __dict__ each would cost ~1 KiB.
     __slots__ = (
         "_app_state",
+        "_backlog",
         "_binary",
+        "_budget_at",
+        "_byte_tokens",
         "_close_timer",
         "_closing",
         "_config",
@@ -262,6 +281,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         "_flusher",
         "_fragment_opcode",
         "_fragments",
+        "_frame_tokens",
         "_groups",
         "_inbox",
         "_ip",
@@ -316,6 +336,13 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._fragments: list[bytes] = []
         self._fragment_opcode = Opcode.TEXT
+        # What was read but not parsed yet: the rest of a turn that used its share of frames.
+        self._backlog = b""
+        # The frame budget (limits.frame_rate and frame_byte_rate): token buckets inline,
+        # three floats instead of two objects per connection.
+        self._frame_tokens = 0.0
+        self._byte_tokens = 0.0
+        self._budget_at = 0.0
         # A list, not a deque: an empty deque is a 64-slot block (~600 B) per connection.
         self._inbox: list[bytes] = []
         self._reader: asyncio.Task[None] | None = None
@@ -445,12 +472,14 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         if self._other is not None:
             self._other.data_received(data)
             return
-        ws = self._ws
-        if ws is None:
+        if self._ws is None:
             self._handshake(data)
             return
-        ws.receive_data(data)
-        self._events()
+        if self._backlog:
+            # Reading is paused until the next turn; the transport hands over what it had.
+            self._backlog += data
+            return
+        self._receive(data)
 
     def eof_received(self) -> bool | None:
         if self._other is not None:
@@ -473,6 +502,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
                 timer.cancel()
         if self._reader is not None:
             self._reader.cancel()
+        self._release_ws()
         session = self._session
         if session is None:
             return
@@ -483,6 +513,21 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         if not node.sockets_by_ip[self._ip]:
             del node.sockets_by_ip[self._ip]
         node.spawn(session.closed())
+
+    def _release_ws(self) -> None:
+        """Drop websockets' protocol so reference counting frees it now.
+
+        It refers to itself through its parser (a generator whose frame holds ``self``) and,
+        after bad input, through the traceback of ``parser_exc``: a cycle only the cyclic
+        collector would free, which in ``hubbub serve`` (frozen start-up objects, high
+        thresholds) runs a full collection only after tens of thousands of others. Closing
+        the generator and dropping the exception break the cycle.
+        """
+        ws, self._ws = self._ws, None
+        if ws is None:
+            return
+        ws.parser.close()
+        ws.parser_exc = None
 
     def pause_writing(self) -> None:
         # Ours: the buffer size is checked at every flush instead.
@@ -550,7 +595,9 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             Side.SERVER,
             state=State.OPEN,
             max_size=node.settings.client.max_message_size,
-            logger=log,
+            # Its per-connection lines ("connection closed") are routine: a logger of their
+            # own, which hubbub.logs shows at debug only.
+            logger=_ws_log,
         )
         query = parse_qs(request.query)
         wants_protobuf = subprotocol == PROTOBUF_SUBPROTOCOL
@@ -561,6 +608,9 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         self._binary = codec.binary
         self._opcode = Opcode.BINARY.value if codec.binary else Opcode.TEXT.value
         frame_pings = query.get("cf_ws_frame_ping_pong", [""])[0] == "true"
+        self._frame_tokens = float(limits.frame_burst)
+        self._byte_tokens = float(limits.frame_byte_burst)
+        self._budget_at = node.clock.monotonic()
         node.open_sockets += 1
         node.sockets_by_ip[self._ip] += 1
         self._server_state.connections.add(self)
@@ -622,10 +672,102 @@ class NativeWebSocketProtocol(asyncio.Protocol):
     # -----------------------------------------------------------------------------------------
     # Frames in
 
-    def _events(self) -> None:
+    def _receive(self, data: bytes) -> None:
+        """Parse ``data`` a slice at a time, handling each slice's frames and charging them to
+        the connection's budget. Once this turn handled ``_TURN_FRAMES`` frames, the rest
+        waits for the next loop iteration with reading paused: other connections and timers
+        run in between, however much this one sends."""
         ws = self._ws
         assert ws is not None
-        for event in ws.events_received():
+        if ws.eof_sent:
+            # Failed (websockets discards whatever comes now): not even buffered.
+            return
+        size = len(data)
+        pos = frames = 0
+        while pos < size:
+            chunk = data if size <= _SLICE else data[pos : pos + _SLICE]
+            pos += _SLICE
+            ws.receive_data(chunk)
+            handled = self._events()
+            frames += handled
+            if not self._spend(handled, len(chunk)):
+                return
+            transport = self._transport
+            if transport is None or transport.is_closing() or ws.eof_sent:
+                return  # closed or failed: the rest is not needed
+            if pos < size and frames >= _TURN_FRAMES:
+                self._hold(data[pos:])
+                return
+
+    def _hold(self, rest: bytes) -> None:
+        """Keep ``rest`` for the next loop iteration and read nothing more until then."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._backlog = rest
+        transport.pause_reading()
+        running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        rest, self._backlog = self._backlog, b""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._receive(rest)
+        if not self._backlog and not self._paused and not transport.is_closing():
+            transport.resume_reading()
+
+    def _spend(self, frames: int, size: int) -> bool:
+        """Charge ``frames`` frames and ``size`` bytes read to the connection's budget
+        (``limits.frame_rate``/``frame_burst`` and ``frame_byte_rate``/``frame_byte_burst``,
+        token buckets). Control frames count like any other: a flood of pings, pongs or
+        empty continuation frames costs the server as much per frame as messages do. Over
+        the budget the connection is closed (3013) and reading stops; returns False then."""
+        limits = self.node.settings.limits
+        now = self.node.clock.monotonic()
+        elapsed = now - self._budget_at
+        self._budget_at = now
+        over = ""
+        if limits.frame_rate > 0:
+            tokens = min(limits.frame_burst, self._frame_tokens + elapsed * limits.frame_rate)
+            self._frame_tokens = tokens - frames
+            if self._frame_tokens < 0:
+                over = "frame_rate"
+        if limits.frame_byte_rate > 0:
+            tokens = min(
+                limits.frame_byte_burst, self._byte_tokens + elapsed * limits.frame_byte_rate
+            )
+            self._byte_tokens = tokens - size
+            if self._byte_tokens < 0:
+                over = over or "frame_byte_rate"
+        if not over:
+            return True
+        self._over_budget(over)
+        return False
+
+    def _over_budget(self, limit: str) -> None:
+        """Close a connection that sends more than its budget allows: 3013, counted under
+        ``limit``. What it sends after that is dropped unparsed, and the socket is cut after
+        ``FLOOD_CLOSE_TIMEOUT`` unless the peer closes first."""
+        self._backlog = b""
+        if not self._closing:
+            self.node.counters[f"limit.{limit}"] += 1
+            self._fail(DisconnectCode.TOO_MANY_REQUESTS, f"too many frames (limits.{limit})")
+        elif self._ws is not None and not self._ws.eof_sent:
+            self._ws.fail(DisconnectCode.TOO_MANY_REQUESTS)  # already closing: stop parsing
+            self._send_out()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self._close_timer = running_loop().call_later(FLOOD_CLOSE_TIMEOUT, self._abort)
+
+    def _events(self) -> int:
+        """Handle the frames the parser has produced; how many there were."""
+        ws = self._ws
+        assert ws is not None
+        events = ws.events_received()
+        for event in events:
+            if self._closing:
+                break  # nothing the peer sent after the close counts (pongs already left)
             if isinstance(event, Frame):
                 self._frame(event)
                 if event.opcode.value >= 8:
@@ -643,7 +785,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             # Invalid framing, bad UTF-8, an oversized message: websockets already queued the
             # close frame (1002, 1007, 1009); one line per offending connection, no traceback.
             code = ws.close_sent.code if ws.close_sent is not None else 1002
-            log.info("closing %s: %s (%s)", self._remote, code, exc)
+            self._session.log.info("closing %s: %s (%s)", self._remote, code, exc)
             self.node.metrics_bad_input(code)
             self.node.metrics_disconnect(code)
         if ws.state is not State.OPEN:
@@ -656,6 +798,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
                 self._transport.close()
             elif self._close_timer is None:
                 self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+        return len(events)
 
     def _frame(self, event: Frame) -> None:
         opcode = event.opcode
@@ -670,6 +813,12 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         elif opcode is Opcode.PONG:
             self._pong_seen = True
         elif opcode is Opcode.CONT:
+            if len(self._fragments) >= self.node.settings.client.max_fragments:
+                # Empty fragments pass the size limit: their number is capped like the size.
+                self.node.counters["limit.max_fragments"] += 1
+                self._fragments = []
+                self._fail(1009, "message in too many fragments")
+                return
             self._fragments.append(bytes(event.data))
             if event.fin:
                 data = b"".join(self._fragments)
@@ -728,7 +877,8 @@ class NativeWebSocketProtocol(asyncio.Protocol):
                 await session.handle_frame(self._inbox.pop(0))
                 if self._paused and len(self._inbox) < _INBOX_HIGH // 2:
                     self._paused = False
-                    if self._transport is not None:
+                    if self._transport is not None and not self._backlog:
+                        # (With a backlog, the next turn resumes reading after parsing it.)
                         self._transport.resume_reading()
         except Exception:
             if session is not None:
@@ -743,7 +893,10 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         """Close for a violation of the WebSocket protocol itself (not of the client protocol)."""
         ws = self._ws
         assert ws is not None
-        log.info("closing %s: %s (%s)", self._remote, code, reason)
+        # One line, with the connection's id when it has a session (it always has here).
+        (self._session.log if self._session is not None else log).info(
+            "closing %s: %s (%s)", self._remote, code, reason
+        )
         self.node.metrics_bad_input(code)
         self.node.metrics_disconnect(code)
         self.flush()
@@ -764,3 +917,7 @@ class NativeWebSocketProtocol(asyncio.Protocol):
             elif transport.can_write_eof():
                 # websockets' signal that the close handshake is done on our side.
                 transport.write_eof()
+        if not self._closing and transport.get_write_buffer_size() > self._max_bytes:
+            # Pongs to a flood of pings, written here rather than through write(), count
+            # against queue_max_size too: a peer that sends pings and never reads is slow.
+            self._overflow()

@@ -68,7 +68,7 @@ class TutorialConnection:
         self.subscriptions: dict[str, Subscription] = {}
         self.outbox = outbox
 
-    def deliver(self, channel: str, pub: Publication, data: bytes) -> None:
+    def deliver(self, channel: str, pub: Publication, data: bytes, epoch: str) -> None:
         if data:
             self.outbox.write(data)
 

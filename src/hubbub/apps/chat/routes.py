@@ -1,6 +1,7 @@
 """The chat's HTTP routes for users (bearer token): rooms, history pages, who is online.
 
-* ``GET /chat/rooms`` → ``{"rooms": [{"name", "channel", "messages", "online", ...}]}``
+* ``GET /chat/rooms?after=&limit=`` → ``{"rooms": [{"name", "channel", "messages", "online",
+  ...}], "next", "total"}``: one page sorted by name; pass ``next`` as ``after`` for the next.
 * ``GET /chat/rooms/{room}/messages?limit=&before=`` → ``{"messages": [...]}`` oldest first;
   pass the smallest id you have as ``before`` to page backwards.
 * ``GET /chat/rooms/{room}/online`` → ``{"users": [...]}``
@@ -23,7 +24,10 @@ def chat_routes(chat: ChatService) -> list[BaseRoute]:
 
     async def rooms(request: Request) -> dict[str, Any]:
         request_user(request, node)
-        return {"rooms": [r.as_dict() for r in await chat.rooms()]}
+        page = await chat.room_page(
+            after=request.query_params.get("after", ""), limit=query_int(request, "limit")
+        )
+        return page.as_dict()
 
     async def messages(request: Request) -> dict[str, Any]:
         request_user(request, node)

@@ -1,7 +1,8 @@
 """The chat's RPC methods, for clients connected over the protocol.
 
-``chat.rooms`` → ``{"rooms": [...]}``; ``chat.history {room, limit?, before?}`` →
-``{"messages": [...]}``; ``chat.send {room, text}`` → ``{"message": {...}}``;
+``chat.rooms {after?, limit?}`` → ``{"rooms": [...], "next", "total"}`` (one page, sorted by
+name; pass ``next`` as ``after`` for the following page); ``chat.history {room, limit?,
+before?}`` → ``{"messages": [...]}``; ``chat.send {room, text}`` → ``{"message": {...}}``;
 ``chat.edit {id, text}``; ``chat.delete {id}``; ``chat.typing {room}``. Sending and typing need
 a subscription to the room on the same connection (membership); history needs the room to
 exist. Errors are the service's (see :mod:`hubbub.apps.chat.service`).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import msgspec
 
 from hubbub.apps.chat.service import ChatService, message_view
-from hubbub.apps.errors import NoArgs, decode_args
+from hubbub.apps.errors import decode_args
 from hubbub.protocol.codes import ErrorCode, error
 from hubbub.protocol.messages import raw
 from hubbub.session import Session
@@ -20,6 +21,11 @@ from hubbub.session import Session
 
 class _Room(msgspec.Struct, forbid_unknown_fields=True):
     room: str
+
+
+class _Rooms(msgspec.Struct, forbid_unknown_fields=True):
+    after: str = ""
+    limit: int | None = None
 
 
 class _History(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,8 +67,8 @@ def install(chat: ChatService) -> None:
 
     @node.rpc("chat.rooms")
     async def rooms(session: Session, data: msgspec.Raw) -> msgspec.Raw:
-        decode_args(data, NoArgs)
-        return raw({"rooms": [r.as_dict() for r in await chat.rooms()]})
+        args = decode_args(data, _Rooms)
+        return raw((await chat.room_page(after=args.after, limit=args.limit)).as_dict())
 
     @node.rpc("chat.history")
     async def history(session: Session, data: msgspec.Raw) -> msgspec.Raw:

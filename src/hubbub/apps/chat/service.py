@@ -70,6 +70,24 @@ class RoomView:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class RoomPage:
+    """One page of the room list.
+
+    Attributes:
+        rooms: the rooms of this page, sorted by name.
+        next: the cursor of the next page (pass it as ``after``), None on the last page.
+        total: how many rooms exist.
+    """
+
+    rooms: list[RoomView]
+    next: str | None
+    total: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rooms": [r.as_dict() for r in self.rooms], "next": self.next, "total": self.total}
+
+
 def _unavailable(exc: StoreError) -> ProtocolError:
     log.warning("store failed: %s", exc)
     return error(ErrorCode.INTERNAL, "internal server error: message store unavailable")
@@ -91,6 +109,9 @@ class ChatService:
         self.settings = settings
         self.prefix = f"{settings.namespace}{node.settings.channel.namespace_boundary}"
         self._senders: dict[str, TokenBucket] = {}
+        self._creators: dict[str, TokenBucket] = {}
+        self._too_fast: set[str] = set()  # creators already logged as too fast
+        self._full = False  # max_rooms reached (and logged)
         self._typing: dict[tuple[str, str], float] = {}
 
     # -----------------------------------------------------------------------------------------
@@ -122,15 +143,65 @@ class ChatService:
     async def start(self) -> None:
         """Create the configured default rooms."""
         for room in self.settings.default_rooms:
-            await self.create_room(room)
+            await self.create_room(room, limited=False)
 
-    async def create_room(self, room: str, *, by: str = "") -> tuple[Room, bool]:
-        """Create ``room`` unless it exists; return it and whether it is new."""
+    async def create_room(
+        self, room: str, *, by: str = "", limited: bool = True
+    ) -> tuple[Room, bool]:
+        """Create ``room`` unless it exists; return it and whether it is new.
+
+        Raises:
+            ProtocolError: 107 bad name; 106 there are ``max_rooms`` rooms already (unless
+                not ``limited``: the configured default rooms always exist).
+        """
         self.check_room_name(room)
         try:
+            found = await self.store.room(room)
+            if found is not None:
+                return found, False
+            if limited:
+                await self._check_room_limit()
             return await self.store.create_room(room, by, self.node.clock.time())
         except StoreError as exc:
             raise _unavailable(exc) from None
+
+    async def _check_room_limit(self) -> None:
+        # Counted before each creation: creations are rare (rate-limited per user), and nodes
+        # sharing one store then share the limit. Concurrent creations may pass it by a few.
+        if await self.store.room_count() < self.settings.max_rooms:
+            self._full = False
+            return
+        self.node.counters["chat_refused.max_rooms"] += 1
+        if not self._full:  # logged once each time the limit is reached
+            self._full = True
+            log.warning("room creation refused: max_rooms (%d) reached", self.settings.max_rooms)
+        raise error(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"limit exceeded: the server has its maximum of {self.settings.max_rooms} rooms;"
+            " join an existing room",
+        )
+
+    def _check_create_rate(self, user: str) -> None:
+        # Anonymous users ("") share one bucket: together they create no more than one user.
+        bucket = self._creators.get(user)
+        if bucket is None:
+            if len(self._creators) > _REMEMBERED:
+                self._creators.clear()
+                self._too_fast.clear()
+            bucket = TokenBucket(
+                self.settings.room_create_rate, self.settings.room_create_burst, self.node.clock
+            )
+            self._creators[user] = bucket
+        if not bucket.take():
+            self.node.counters["chat_refused.room_rate"] += 1
+            if user not in self._too_fast:  # once per user, not once per attempt
+                self._too_fast.add(user)
+                log.warning("room creation by %r refused: over room_create_rate", user)
+            raise error(
+                ErrorCode.TOO_MANY_REQUESTS,
+                "too many requests: you are creating rooms too fast; try again later"
+                " or join an existing room",
+            )
 
     async def require_room(self, room: str, *, user: str = "") -> Room:
         """Room ``room``; created now when rooms are created on first use.
@@ -147,15 +218,49 @@ class ChatService:
             return found
         if not self.settings.auto_create_rooms:
             raise error(ErrorCode.UNKNOWN_CHANNEL, f"unknown channel: no room {room!r}")
+        self._check_create_rate(user)
         created, _ = await self.create_room(room, by=user)
         return created
 
-    async def rooms(self) -> list[RoomView]:
-        """Every room with its message count and how many users are in it now."""
+    async def room_page(self, *, after: str = "", limit: int | None = None) -> RoomPage:
+        """The rooms named after ``after`` ("" = from the first), at most ``limit``
+        (``rooms_page_size`` by default), with the cursor of the next page and the total.
+
+        Raises:
+            ProtocolError: 107 bad cursor or limit; 100 (temporary) the store is down.
+        """
+        if limit is None:
+            limit = self.settings.rooms_page_size
+        if not 1 <= limit <= self.settings.max_rooms_page:
+            raise bad_request(f"limit must be 1-{self.settings.max_rooms_page}")
+        if after:
+            self.check_room_name(after)
         try:
-            rooms = await self.store.rooms()
+            # One more than asked says whether another page follows.
+            rooms = await self.store.rooms(after=after or None, limit=limit + 1)
+            total = await self.store.room_count()
         except StoreError as exc:
             raise _unavailable(exc) from None
+        more = len(rooms) > limit
+        views = await self._views(rooms[:limit])
+        return RoomPage(rooms=views, next=views[-1].name if more else None, total=total)
+
+    async def room_view(self, room: str) -> RoomView:
+        """Room ``room`` as listed. Raises 102 when there is no such room."""
+        try:
+            found = await self.store.room(self.check_room_name(room))
+        except StoreError as exc:
+            raise _unavailable(exc) from None
+        if found is None:
+            raise error(ErrorCode.UNKNOWN_CHANNEL, f"unknown channel: no room {room!r}")
+        return (await self._views([found]))[0]
+
+    async def rooms(self, *, after: str = "", limit: int | None = None) -> list[RoomView]:
+        """The rooms of :meth:`room_page`: by default the first ``rooms_page_size``."""
+        return (await self.room_page(after=after, limit=limit)).rooms
+
+    async def _views(self, rooms: list[Room]) -> list[RoomView]:
+        """``rooms`` with how many users are in each now."""
 
         async def online(room: Room) -> int:
             try:

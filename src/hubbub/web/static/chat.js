@@ -7,14 +7,22 @@ const $ = (id) => document.getElementById(id);
 const TYPING_SHOWN_MS = 3500;
 const TYPING_SEND_MS = 2000;
 const ROOMS_REFRESH_MS = 15000;
+// Refusals of a subscription that creates a room: too many rooms (106), creating too fast (111).
+// The page does not retry them; it says why and goes back to the room it was in.
+const ROOM_REFUSALS = new Set([106, 111]);
+const ROOM_PAGES_REFRESHED = 3; // pages of the room list reloaded every ROOMS_REFRESH_MS
 
 const state = {
   config: null,
   user: "",
   token: "",
   client: null,
-  rooms: [],
+  rooms: [], // the pages of the room list loaded so far, in name order
+  roomsNext: null, // cursor of the next page of rooms, null when all are loaded
+  roomsTotal: 0,
+  roomPages: 1, // pages shown: a refresh reloads as many
   room: "",
+  previousRoom: "",
   sub: null,
   messages: new Map(), // archive id -> message view
   oldest: null,
@@ -104,25 +112,71 @@ function setComposer(enabled) {
 // ---------------------------------------------------------------------------------------------
 // Rooms
 
+// One page of the room list; servers without paging answer every room and no cursor.
+async function roomsPage(after) {
+  const page = await state.client.rpc("chat.rooms", after ? { after } : {});
+  return { rooms: page.rooms, next: page.next ?? null, total: page.total ?? page.rooms.length };
+}
+
 async function refreshRooms() {
   if (state.client.state !== "connected") return;
   try {
-    const { rooms } = await state.client.rpc("chat.rooms");
+    // The first few pages shown are reloaded; rooms further down keep their last counts, and
+    // the list never shortens under the reader.
+    const pages = Math.min(state.roomPages, ROOM_PAGES_REFRESHED);
+    const rooms = [];
+    let page = { next: null, total: 0 };
+    for (let n = 0; n < pages; n++) {
+      page = await roomsPage(n ? page.next : null);
+      rooms.push(...page.rooms);
+      if (!page.next) break;
+    }
+    if (page.next && state.roomPages > pages) {
+      rooms.push(...state.rooms.filter((r) => r.name > page.next));
+    } else {
+      state.roomsNext = page.next;
+      state.roomPages = pages;
+    }
     state.rooms = rooms;
+    state.roomsTotal = page.total;
     renderRooms();
   } catch (err) {
     console.warn("rooms", err);
   }
 }
 
+async function loadMoreRooms() {
+  if (!state.roomsNext || state.client.state !== "connected") return;
+  const button = $("more-rooms");
+  button.disabled = true;
+  try {
+    const page = await roomsPage(state.roomsNext);
+    const known = new Set(state.rooms.map((r) => r.name));
+    state.rooms.push(...page.rooms.filter((r) => !known.has(r.name)));
+    state.roomsNext = page.next;
+    state.roomsTotal = page.total;
+    state.roomPages += 1;
+    renderRooms();
+  } catch (err) {
+    $("rooms-error").textContent = `Could not load more rooms: ${err.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function renderRooms() {
   const list = $("rooms");
   list.replaceChildren();
-  const names = new Set(state.rooms.map((r) => r.name));
-  if (state.room && !names.has(state.room)) {
-    state.rooms.push({ name: state.room, online: state.online.size, messages: 0 });
+  const shown = [...state.rooms];
+  // The room you are in is listed even when its page is not loaded yet.
+  if (state.room && !shown.some((r) => r.name === state.room)) {
+    shown.push({ name: state.room, online: state.online.size, messages: 0 });
   }
-  for (const room of state.rooms) {
+  const more = $("more-rooms");
+  more.hidden = !state.roomsNext;
+  const left = Math.max(state.roomsTotal - state.rooms.length, 0);
+  more.textContent = left ? `More rooms (${left} more)` : "More rooms";
+  for (const room of shown) {
     const li = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
@@ -137,7 +191,10 @@ function renderRooms() {
     pill.className = "pill";
     pill.textContent = `${room.name === state.room ? state.online.size : room.online} online`;
     button.append(label, pill);
-    button.addEventListener("click", () => joinRoom(room.name));
+    button.addEventListener("click", () => {
+      $("rooms-error").textContent = "";
+      joinRoom(room.name);
+    });
     li.append(button);
     list.append(li);
   }
@@ -145,7 +202,10 @@ function renderRooms() {
 
 function joinRoom(room) {
   if (room === state.room && state.sub) return;
-  if (state.sub) state.sub.unsubscribe();
+  if (state.sub) {
+    if (state.sub.state === "subscribed") state.previousRoom = state.room;
+    state.sub.unsubscribe();
+  }
   state.room = room;
   localStorage.setItem("hubbub.room", room);
   history.replaceState(null, "", `?room=${encodeURIComponent(room)}${location.hash}`);
@@ -198,7 +258,17 @@ function joinRoom(room) {
     }
   });
   sub.addEventListener("error", (event) => {
-    if (state.sub === sub) $("send-error").textContent = `Cannot join #${room}: ${event.detail.message}`;
+    if (state.sub !== sub) return;
+    const err = event.detail;
+    if (!ROOM_REFUSALS.has(err.code)) {
+      $("send-error").textContent = `Cannot join #${room}: ${err.message}`;
+      return;
+    }
+    $("rooms-error").textContent = `Cannot join #${room}: ${err.message}`;
+    sub.unsubscribe(); // no retry: asking again at once would be refused again
+    state.sub = null;
+    const back = state.previousRoom && state.previousRoom !== room ? state.previousRoom : "lobby";
+    if (back !== room) joinRoom(back);
   });
   sub.addEventListener("unsubscribed", () => {
     if (state.sub === sub) setComposer(false);
@@ -589,9 +659,11 @@ async function main() {
     if (event.key === "Enter" && !event.shiftKey) send(event);
   });
   $("older").addEventListener("click", () => loadHistory(state.oldest));
+  $("more-rooms").addEventListener("click", loadMoreRooms);
   $("new-room").addEventListener("submit", (event) => {
     event.preventDefault();
     const name = $("new-room-name").value.trim();
+    $("rooms-error").textContent = "";
     if (name) joinRoom(name);
     $("new-room-name").value = "";
   });
