@@ -232,6 +232,10 @@ def start_server(port: int, cpu: int | None, redis_url: str = "") -> subprocess.
     config.write_text(
         f'port = {port}\ndevelopment = true\nlog_level = "warning"\n{engine}'
         "[client]\nqueue_max_size = 16777216\n"
+        # Every subscriber connects from 127.0.0.1 and the publisher sends --rate commands
+        # per second: the per-address, per-user and command-rate limits would refuse them.
+        "[limits]\nconnections_per_ip = 0\nconnections_per_user = 0\ncommand_rate = 0\n"
+        "user_command_rate = 0\n"
         "[channel.without_namespace]\nallow_subscribe_for_client = true\n"
         "allow_publish_for_client = true\n"
     )

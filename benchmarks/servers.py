@@ -155,7 +155,11 @@ def hubbub_config(
         "connections_per_user = 0",
         # The publisher sends thousands of commands per second on one connection.
         "command_rate = 0",
-        *[f"{name} = 0" for name in _known_limits() if name == "user_command_rate"],
+        *[
+            f"{name} = 0"
+            for name in _known_limits()
+            if name in ("user_command_rate", "frame_rate", "frame_byte_rate")
+        ],
         "[channel.without_namespace]",
         "allow_subscribe_for_client = true",
         "allow_publish_for_client = true",

@@ -25,6 +25,7 @@ from jwt.types import Options
 
 from hubbub.clock import Clock
 from hubbub.config import ChannelOptions, TokenSettings
+from hubbub.extras import require
 from hubbub.protocol.messages import EMPTY, raw
 
 
@@ -159,9 +160,15 @@ class TokenVerifier:
     Args:
         settings: keys, allow-list, audience and issuer.
         clock: the source of "now" for ``exp`` and ``nbf``.
+
+    Raises:
+        hubbub.extras.MissingExtra: an RSA or ECDSA key is configured and the crypto extra
+            (cryptography) is not installed.
     """
 
     def __init__(self, settings: TokenSettings, clock: Clock) -> None:
+        if settings.rsa_public_key or settings.ecdsa_public_key:
+            require("crypto")  # PyJWT verifies RS and ES signatures with cryptography
         self._settings = settings
         self._clock = clock
         self._keys: dict[str, str] = {

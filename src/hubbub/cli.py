@@ -1,26 +1,25 @@
 """The ``hubbub`` command line.
 
-Exit codes: 0 success; 1 runtime failure (the server could not start, e.g. the port is taken;
-the server could not be reached or refused); 2 usage or configuration error (the message names
-the option).
+Exit codes: 0 success; 1 failure, in one line on stderr (the server could not start: the port
+is taken, the configuration is wrong, Redis or the database cannot be reached; the server could
+not be reached or refused); 2 a usage error (the command line itself is wrong).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import ipaddress
-import logging
-import os
-import socket
 import sys
 from collections.abc import Sequence
-from types import FrameType
 
-from hubbub import __version__, logs
-from hubbub.commands import bench, chat, listen, notify, publish
+from hubbub import __version__
+from hubbub.commands import bench, chat, listen, notify, publish, serve
 from hubbub.commands.common import CommandError, token_ttl
+from hubbub.commands.serve import is_loopback
 from hubbub.config import ConfigError, Settings, load_settings
+from hubbub.extras import MissingExtra
+from hubbub.extras import check as check_extras
+
+__all__ = ["is_loopback", "main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -37,28 +36,44 @@ _CLIENT_COMMANDS = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hubbub", description="hubbub: real-time messaging server and tools."
+        prog="hubbub",
+        description="hubbub: real-time messaging server and tools.",
+        epilog="Every server option can also be set in the environment: HUBBUB_<OPTION> or "
+        "HUBBUB_<SECTION>__<OPTION>, e.g. HUBBUB_PORT=9000, HUBBUB_CLIENT__PING_INTERVAL=10. "
+        "The client commands read HUBBUB_URL, HUBBUB_TOKEN, HUBBUB_API and HUBBUB_API_KEY.",
     )
     parser.add_argument("--version", action="version", version=f"hubbub {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the server", description="Run the server.")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. It says in one line why when it cannot start (exit 1), "
+        "and once started logs where to go: the page's URL, the engine and the store.",
+        epilog="Options come from --config FILE, then the environment (HUBBUB_<OPTION>, "
+        "HUBBUB_<SECTION>__<OPTION>, e.g. HUBBUB_ENGINE=redis, HUBBUB_REDIS__URL=..., "
+        "HUBBUB_STORE__URL=...), then these flags, which win.",
+    )
     serve.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1, or HUBBUB_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000, or HUBBUB_PORT)")
     serve.add_argument(
         "--dev",
         action="store_true",
         help="development mode: a public HMAC secret, anonymous connections, every channel "
         "open to clients; never use it in production",
     )
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default info, or HUBBUB_LOG_LEVEL",
+    )
     serve.add_argument(
         "--workers",
         type=int,
         default=1,
         metavar="N",
-        help='run N server processes on one port (needs engine = "redis")',
+        help='run N server processes on one port (default 1; more need engine = "redis")',
     )
 
     token = commands.add_parser(
@@ -67,7 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Print a JWT signed with the configured HMAC secret (or the development "
         "secret with --dev), carrying the configured token.audience and token.issuer.",
     )
-    token.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    token.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration file (its [token] section; or HUBBUB_TOKEN__HMAC_SECRET_KEY)",
+    )
     token.add_argument("--user", required=True, help="user id (the token's sub claim)")
     token.add_argument(
         "--ttl",
@@ -108,79 +127,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a listening address) is reachable from this machine only:
-    ``localhost``, 127.0.0.0/8 or ``::1``. Any other name or address counts as exposed."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _serve(settings: Settings, workers: int = 1) -> int:
-    import uvicorn
-
-    from hubbub.app import SETTINGS_ENV, create_app
-    from hubbub.transports.serving import uvicorn_options
-
-    logs.configure(settings.log_level, settings.log_format)
-    log = logging.getLogger("hubbub")
-    if settings.development:
-        log.warning(
-            "development mode: tokens are signed with a public secret and every channel is "
-            "open; do not expose this server"
-        )
-        if not is_loopback(settings.host):
-            log.warning(
-                "development mode listening on %s, reachable from other machines: anyone "
-                "who can reach it can sign tokens, connect, and use the key-less API; "
-                "use --host 127.0.0.1, or drop --dev",
-                settings.host,
-            )
-    options: dict[str, object] = {
-        **uvicorn_options(settings),
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "log_config": None,  # uvicorn logs through ours (text or JSON)
-        "lifespan": "on",
-    }
-    if workers > 1:
-        # Each worker process builds its app from exactly these validated settings.
-        os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        uvicorn.run("hubbub.app:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
-        return EXIT_OK
-
-    app = create_app(settings)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)
-            # SIGTERM/SIGINT are how operators stop the server: after the graceful shutdown
-            # the process exits 0 instead of dying again by the same signal.
-            self._captured_signals.clear()
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            # What start-up made (modules, the app, settings) lives as long as the process:
-            # frozen, the collector no longer walks it, and young collections run every
-            # 10,000 allocations instead of 700, so opening thousands of connections does
-            # not stop the loop for a collection every few of them.
-            gc.freeze()
-            gc.set_threshold(10_000, 20, 10)
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            # Our drain first (3001 in batches), so clients do not get uvicorn's 1012.
-            await app.state.node.drain(settings.shutdown_drain_period)
-            await super().shutdown(sockets)
-
-    server = Server(uvicorn.Config(app, **options))  # type: ignore[arg-type]
-    server.run()
-    return EXIT_OK if server.started else EXIT_FAILURE
-
-
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from hubbub.auth import mint_connection_token, mint_subscription_token
 
@@ -208,9 +154,19 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+EXIT_INTERRUPTED = 130
+"""Ctrl-C outside the commands that stop on it by design (128 + SIGINT, as shells report)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # no traceback for a Ctrl-C
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:
         # Everything after "bench" belongs to the benchmark suite, options included.
         try:
@@ -227,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
     except ConfigError as exc:
         print(f"hubbub {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILURE
     try:
         if args.command in _CLIENT_COMMANDS:
             return _CLIENT_COMMANDS[args.command](args, settings)
@@ -246,7 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        return _serve(settings, args.workers)
+        try:
+            # A configured engine, store or key whose extra is missing: one line, before
+            # anything starts.
+            check_extras(settings)
+            return serve.serve(settings, args.workers)
+        except MissingExtra as exc:
+            print(f"hubbub serve: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
     return _token(args, settings)
 
 

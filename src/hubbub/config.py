@@ -7,14 +7,23 @@ defaults written here. Every option is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
 import re
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 DEV_SECRET = "hubbub-development-secret-do-not-use-in-production"
 """The HMAC secret of development mode (``hubbub serve --dev``): public, so never for production."""
@@ -217,10 +226,17 @@ class HTTPAPISettings(_Section):
     prefix: str = "/api"
     max_body_size: int = Field(default=1024 * 1024, ge=1024)
     idempotent_result_ttl: float = Field(default=300.0, gt=0)
+    docs: bool | None = None
+    """The interactive API page at ``docs_path``: None = on in development mode only."""
+    docs_path: str = "/api/docs"
 
     @property
     def enabled(self) -> bool:
         return bool(self.key) or self.insecure
+
+    def docs_enabled(self, development: bool) -> bool:
+        """Whether the API page is served (``docs``, or else whether in development mode)."""
+        return self.enabled and (development if self.docs is None else self.docs)
 
 
 class RedisSettings(_Section):
@@ -250,9 +266,10 @@ class StoreSettings(_Section):
 
     @model_validator(mode="after")
     def _url(self) -> StoreSettings:
-        from hubbub.store import open_store  # constructing a store touches nothing
+        # Only the URL's form: no store is made and no database driver imported.
+        from hubbub.store import check_store_url
 
-        open_store(self.url)
+        check_store_url(self.url)
         return self
 
 
@@ -366,6 +383,14 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment beats the file (passed as init values), which beats the defaults.
+        if isinstance(env_settings, EnvSettingsSource):
+            # HUBBUB_TOKEN, HUBBUB_URL…: the client commands' variables, not options (without
+            # this, HUBBUB_TOKEN=<a JWT> would be read as the [token] section).
+            env_settings.env_vars = {
+                name: value
+                for name, value in env_settings.env_vars.items()
+                if not _not_an_option(name)
+            }
         return (env_settings, init_settings)
 
     @model_validator(mode="after")
@@ -415,11 +440,108 @@ class Settings(BaseSettings):
         return None
 
 
-def _format_error(exc: ValidationError) -> str:
+COMMAND_VARIABLES = frozenset(
+    {"HUBBUB_URL", "HUBBUB_TOKEN", "HUBBUB_API", "HUBBUB_API_KEY", "HUBBUB_SETTINGS_JSON"}
+)
+"""``HUBBUB_*`` environment variables that are not options: the client commands' server,
+token and API (``hubbub listen``, ``publish``…) and the settings handed to worker processes."""
+
+_ENV_PREFIX = "HUBBUB_"
+# Variables of hubbub's own test suite (time factor, artifacts folder): not options either.
+_TEST_PREFIX = "HUBBUB_TEST_"
+
+
+def _not_an_option(name: str) -> bool:
+    upper = name.upper()
+    return upper in COMMAND_VARIABLES or upper.startswith(_TEST_PREFIX)
+
+
+def _section_type(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model a field holds (or holds a list of), and whether it is a list."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    args = getattr(annotation, "__args__", ())
+    if getattr(annotation, "__origin__", None) is list and args:
+        inner = args[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner, True
+    return None, False
+
+
+def option_paths(
+    model: type[BaseModel] | None = None, prefix: str = "", *, into_lists: bool = True
+) -> Iterator[str]:
+    """Every option's dotted path (``client.ping_interval``), sections included; items of a
+    list of tables appear as ``channel.namespaces.*.presence`` (not ``into_lists``: not at
+    all, as in the environment where such a list is one JSON value)."""
+    for name, field in (model or Settings).model_fields.items():
+        path = prefix + name
+        yield path
+        section, is_list = _section_type(field.annotation)
+        if section is None or (is_list and not into_lists):
+            continue
+        inner = f"{path}.*." if is_list else f"{path}."
+        yield from option_paths(section, inner, into_lists=into_lists)
+
+
+def _closest(wrong: str, paths: list[str]) -> str | None:
+    matches = difflib.get_close_matches(wrong, paths, n=1, cutoff=0.6)
+    if not matches:
+        # A misplaced option (``ping_interval`` at the top level): match the last part.
+        leaf = wrong.rpartition(".")[2]
+        tails = {p.rpartition(".")[2]: p for p in paths}
+        near = difflib.get_close_matches(leaf, list(tails), n=1, cutoff=0.8)
+        matches = [tails[near[0]]] if near else []
+    return matches[0] if matches else None
+
+
+def _env_name(path: str) -> str:
+    return _ENV_PREFIX + path.replace(".", "__").upper()
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a ``HUBBUB_*`` variable that names no option (a typo would otherwise be
+    ignored, or half-read).
+
+    Raises:
+        ConfigError: ``unknown option HUBBUB_CLIENT__PING_INTERVALL; did you mean
+            HUBBUB_CLIENT__PING_INTERVAL?``
+    """
+    environ = os.environ if environ is None else environ
+    valid = {_env_name(p): p for p in option_paths(into_lists=False)}
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(_ENV_PREFIX) or _not_an_option(upper) or upper in valid:
+            continue
+        wrong = upper[len(_ENV_PREFIX) :].lower().replace("__", ".")
+        near = _closest(wrong, list(valid.values()))
+        hint = f"; did you mean {_env_name(near)}?" if near else ""
+        raise ConfigError(f"unknown option {name}{hint}")
+
+
+def _unknown_option(loc: tuple[int | str, ...], source: str) -> str:
+    """``unknown option client.ping_intervall in FILE; did you mean client.ping_interval?``"""
+    wrong = ".".join(str(part) for part in loc)
+    pattern = ".".join("*" if isinstance(part, int) else str(part) for part in loc)
+    near = _closest(pattern, [p for p in option_paths() if p.count(".") <= pattern.count(".")])
+    hint = ""
+    if near is not None:
+        indexes = iter(str(part) for part in loc if isinstance(part, int))
+        near = ".".join(next(indexes, "0") if part == "*" else part for part in near.split("."))
+        hint = f"; did you mean {near}?"
+    return f"unknown option {wrong}{source}{hint}"
+
+
+def _format_error(exc: ValidationError, path: str | Path | None = None) -> str:
+    """One line naming every wrong option; an unknown one with the closest valid option."""
+    source = f" in {path}" if path is not None else ""
     lines = []
     for err in exc.errors():
+        if err["type"] == "extra_forbidden":
+            lines.append(_unknown_option(tuple(err["loc"]), source))
+            continue
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{where}: {err['msg']}")
+        lines.append(f"{where}: {' '.join(err['msg'].split())}")
     return "invalid configuration: " + "; ".join(lines)
 
 
@@ -430,15 +552,19 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     environment: a flag typed now is the user's latest word.
 
     Raises:
-        ConfigError: the file is missing or not TOML, or an option is unknown or invalid; the
-            message names the option.
+        ConfigError: the file is missing or not TOML, a ``HUBBUB_*`` variable or a key of the
+            file names no option (the message names the closest one), or an option is
+            invalid; the message, one line, names the option.
     """
+    check_environment()
     data: dict[str, Any] = {}
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {str(path)!r}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(
                 f"configuration file {str(path)!r} is not valid TOML: {exc}"
@@ -452,7 +578,11 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             merged.update(overrides)
             settings = Settings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc)) from None
+        raise ConfigError(_format_error(exc, path)) from None
+    except SettingsError as exc:
+        # A section given as an environment variable that is not JSON, say.
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise ConfigError(f"invalid environment: {exc}{cause}") from None
     return settings
 
 

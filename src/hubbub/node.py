@@ -202,8 +202,9 @@ class Node:
         self._sessions: dict[str, Session] = {}
         self._user_buckets: dict[str, TokenBucket] = {}
         self._subscribing: dict[str, asyncio.Future[None]] = {}
-        # Channels to check after an engine reconnect -> the reconnect that asked for it.
+        # Channels to check against their streams -> the latest request for it.
         self._unchecked: dict[str, int] = {}
+        self._check_requests = 0
         self._reconnects = 0
         self._gap_check: asyncio.Task[None] | None = None
         self._renewing: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -307,15 +308,21 @@ class Node:
         the entries peers reaped while they took this node for dead."""
         ttl = self.settings.client.presence_ttl
         per_user = self.settings.limits.connections_per_user
+        pm = self.presence_manager
         try:
             for session in list(self._sessions.values()):
-                if session.user and per_user:
-                    await self.presence_manager.add_presence(
-                        user_presence_key(session.user), session.info, ttl
-                    )
+                if session.user and per_user and self._sessions.get(session.client_id):
+                    key = user_presence_key(session.user)
+                    await pm.add_presence(key, session.info, ttl)
+                    if session.client_id not in self._sessions:
+                        # It closed while the add was on its way, after its own removal: the
+                        # entry just added would count a connection that no longer exists.
+                        await pm.remove_presence(key, session.client_id, session.user)
                 for sub in list(session.subscriptions.values()):
                     if sub.options.presence and sub.pending is None:
-                        await self.presence_manager.add_presence(sub.channel, sub.info, ttl)
+                        await pm.add_presence(sub.channel, sub.info, ttl)
+                        if session.subscriptions.get(sub.channel) is not sub:
+                            await pm.remove_presence(sub.channel, session.client_id, session.user)
         except ProtocolError as exc:
             # The engine is down: the next refresh (or the return of liveness) adds them.
             log.warning("presence refresh stopped: %s", exc.message)
@@ -457,11 +464,22 @@ class Node:
     GAP_CHECK_BACKOFF = (0.05, 5.0)
     """First and longest pause (seconds, jittered) between tries of the check after a reconnect."""
 
+    @property
+    def engine_reconnects(self) -> int:
+        """How many times the engine reconnected since the node started."""
+        return self._reconnects
+
     def handle_reconnect(self, channels: list[str]) -> None:
         self.counters["engine.reconnects"] += 1
         self._reconnects += 1
         for channel in channels:
-            self._unchecked[channel] = self._reconnects
+            self.check_stream(channel)
+
+    def check_stream(self, channel: str) -> None:
+        """Compare ``channel``'s positioned subscribers with its stream in the background
+        (see :meth:`_check_gaps`)."""
+        self._check_requests += 1
+        self._unchecked[channel] = self._check_requests
         if self._gap_check is None or self._gap_check.done():
             self._gap_check = self.spawn_task(self._check_gaps())
 
@@ -540,7 +558,12 @@ class Node:
             # The stream lost publications yet keeps its epoch: the client's position could
             # later be taken for a valid one (and "recovered" past the lost ones) once offsets
             # climb again. A new epoch first, so that its recovery reports the loss.
-            await self._renew_epoch(sub.channel, sub.epoch)
+            try:
+                await self._renew_epoch(sub.channel, sub.epoch)
+            except Exception:
+                # Telling the client matters more than the epoch: a stopped subscription that
+                # is never told would stall silently.
+                log.exception("renewing the epoch of %s failed", sub.channel)
         await session.recover_gap(sub)
 
     async def _renew_epoch(self, channel: str, epoch: str) -> None:

@@ -576,6 +576,7 @@ class Session:
             server_side=server_side,
             recoverable=positioned,
             push_join_leave=push_join_leave,
+            reconnects=node.engine_reconnects,
         )
         self.subscriptions[channel] = sub
         result = SubscribeResult(data=data)
@@ -637,7 +638,15 @@ class Session:
             for pub, data, epoch in pending:
                 if sub.stale or self.subscriptions.get(sub.channel) is not sub:
                     break
-                self._pass(sub, pub, data, epoch, merging=True)
+                if sub.recoverable and pub.offset:
+                    self._judge(sub, pub, data, epoch, merging=True)
+                else:
+                    self.transport.write(data)
+        live = self.subscriptions.get(sub.channel) is sub and not sub.stale
+        if live and sub.recoverable and sub.reconnects != self.node.engine_reconnects:
+            # The engine reconnected while this subscription was set up: its position may
+            # predate the outage, and the check after the reconnect skipped it.
+            self.node.check_stream(sub.channel)
         if not sub.recoverable and self.subscriptions.get(sub.channel) is sub:
             # Nothing to check per publication: the transport may take them for the whole
             # channel at once.
@@ -898,28 +907,27 @@ class Session:
         if pending is not None:
             pending.append((pub, data, epoch))
             return
-        self._pass(sub, pub, data, epoch, merging=False)
+        offset = pub.offset
+        if sub.recoverable and offset:
+            if offset != sub.offset + 1 or epoch != sub.epoch:
+                self._judge(sub, pub, data, epoch, merging=False)
+                return
+            sub.offset = offset
+        self.transport.write(data)
 
-    def _pass(
+    def _judge(
         self, sub: Subscription, pub: Publication, data: bytes, epoch: str, *, merging: bool
     ) -> None:
         """Write a publication that continues ``sub``'s position; skip one the subscribe reply
         already covered; on anything else (a gap, an offset that went back, another epoch)
         stop the subscription and make the client recover or learn it cannot."""
-        offset = pub.offset
-        if sub.recoverable and offset:
-            if offset == sub.offset + 1 and epoch == sub.epoch:
-                sub.offset = offset  # the usual case, first
-                self.transport.write(data)
-                return
-            verdict = judge_publication(sub.epoch, sub.offset, epoch, offset, merging=merging)
-            if verdict.lost:
-                self.node.stream_lost(self, sub, verdict)
-                return
-            if verdict is Verdict.SEEN:
-                return  # recovered, or the reply's position covered it
-            sub.offset = offset
-        self.transport.write(data)
+        verdict = judge_publication(sub.epoch, sub.offset, epoch, pub.offset, merging=merging)
+        if verdict.lost:
+            self.node.stream_lost(self, sub, verdict)
+        elif verdict is Verdict.CONTINUES:
+            sub.offset = pub.offset
+            self.transport.write(data)
+        # Verdict.SEEN: recovered, or the reply's position covered it.
 
     async def recover_gap(self, sub: Subscription) -> None:
         """Publications of ``sub`` were missed: make the client recover them from history

@@ -31,6 +31,8 @@ class Subscription:
         expire_timer: the timer that enforces ``expire_at``.
         stale: the stream stopped continuing ``offset``/``epoch``; nothing more is sent on this
             subscription, the client is being told to recover.
+        reconnects: the engine reconnects the node had counted when the subscription started;
+            one more by the time it goes live means its position may predate an outage.
     """
 
     channel: str
@@ -45,6 +47,7 @@ class Subscription:
     expire_at: float | None = None
     expire_timer: Timer | None = None
     stale: bool = False
+    reconnects: int = 0
 
 
 class Verdict(enum.Enum):

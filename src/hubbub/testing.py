@@ -141,8 +141,15 @@ class Hub:
         return f"http://127.0.0.1:{self.port}"
 
     def token(self, user: str, **claims: Any) -> str:
-        """A connection token for ``user`` signed with the hub's HMAC secret."""
-        return mint_connection_token(self.node.settings.token.hmac_secret_key, user, **claims)
+        """A connection token for ``user`` signed with the hub's HMAC secret, carrying the
+        hub's configured audience and issuer (and an hour's ``exp`` when ``require_exp`` is
+        on), unless ``claims`` say otherwise."""
+        cfg = self.node.settings.token
+        claims.setdefault("audience", cfg.audience)
+        claims.setdefault("issuer", cfg.issuer)
+        if cfg.require_exp:
+            claims.setdefault("ttl", 3600.0)
+        return mint_connection_token(cfg.hmac_secret_key, user, **claims)
 
     @asynccontextmanager
     async def client(self, user: str = "tester", **options: Any) -> AsyncIterator[TestClient]:

@@ -57,7 +57,7 @@ def test_config_error_exit_code(tmp_path: Path) -> None:
     result = subprocess.run(
         [*HUBBUB, "serve", "--config", str(bad)], capture_output=True, text=True, timeout=30 * UNIT
     )
-    assert result.returncode == 2
+    assert result.returncode == 1  # a start-up failure, like a port in use
     assert "client.ping_interval" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -12,13 +12,16 @@ import asyncio
 import json
 import resource
 import socket
+import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -28,9 +31,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from hubbub.auth import mint_connection_token
-from hubbub.engines.redis import RedisPresenceManager
-from hubbub.node import user_presence_key
-from tests.conftest import API_KEY, SECRET, UNIT
+from hubbub.engines.redis import RedisBroker, RedisPresenceManager
+from hubbub.node import Node, user_presence_key
+from tests.conftest import API_KEY, SECRET, UNIT, RunningServer, suite_settings
 
 USERS = 100
 PER_USER = 10  # connections_per_user: the burst puts every user exactly at its limit
@@ -63,14 +66,15 @@ def free_port() -> int:
 
 @pytest.fixture
 async def served(tmp_path: Path, redis_url: str) -> AsyncIterator[Served]:
-    """The node: default pool; no periodic presence refresh during the test, so the counts
-    come from connect and close only."""
+    """The node: the default pool size; no periodic presence refresh during the test, so the
+    counts come from connect and close only."""
     served = Served(free_port(), f"pool-{uuid.uuid4().hex[:8]}")
     config = tmp_path / "node.toml"
     config.write_text(
         f"port = {served.port}\n"
         'engine = "redis"\n'
         f'[redis]\nurl = "{redis_url}"\nprefix = "{served.prefix}"\n'
+        f"pool_timeout = {5 * UNIT}\n"  # the default on a machine of normal speed
         f'[token]\nhmac_secret_key = "{SECRET}"\n'
         f'[http_api]\nkey = "{API_KEY}"\n'
         f"[limits]\nconnections_per_user = {PER_USER}\nconnections_per_ip = 0\n"
@@ -111,7 +115,9 @@ def _descriptors() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-async def _connect(server: Served, user: str) -> tuple[ClientConnection, dict[str, Any]]:
+async def _connect(
+    server: Served | RunningServer, user: str
+) -> tuple[ClientConnection, dict[str, Any]]:
     """A WebSocket that sent ``connect`` as ``user``, and the reply (or the close as 'close')."""
     ws = await websockets.connect(server.url, max_size=None, open_timeout=WAIT)
     await ws.send(json.dumps({"id": 1, "connect": {"token": mint_connection_token(SECRET, user)}}))
@@ -179,17 +185,17 @@ async def _close_all(sockets: list[ClientConnection]) -> None:
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
 
-async def _wrong_counts(counts: RedisPresenceManager, users: list[str]) -> list[str]:
-    """The users with connections counted in Redis (after a bounded wait for the removals
-    still under way)."""
-    wrong = users
+async def _still_counted(counts: RedisPresenceManager, users: list[str]) -> dict[str, int]:
+    """The users with connections still counted in Redis, and how many (after a bounded wait
+    for the removals under way)."""
+    left = dict.fromkeys(users, 0)
     for _ in range(int(50 * UNIT)):
-        stats = [await counts.presence_stats(user_presence_key(user)) for user in wrong]
-        wrong = [user for user, n in zip(wrong, stats, strict=True) if n.num_clients]
-        if not wrong:
+        stats = [await counts.presence_stats(user_presence_key(user)) for user in left]
+        left = {user: n.num_clients for user, n in zip(left, stats, strict=True) if n.num_clients}
+        if not left:
             break
         await asyncio.sleep(0.2)
-    return wrong
+    return left
 
 
 async def _error_100_replies(server: Served) -> float:
@@ -225,7 +231,9 @@ async def test_burst_of_connects_publishes_and_disconnects(served: Served, redis
         # 1,000 simultaneous disconnects: every count drops back to zero.
         await _close_all(sockets)
         sockets = []
-        figures["users with wrong counts"] = len(await _wrong_counts(counts, users))
+        left = await _still_counted(counts, users)
+        figures["users with wrong counts"] = len(left)
+        figures["connections left counted"] = sum(left.values())
 
         # So every user can connect up to its limit again (at once), and not once more.
         sockets, _, outcomes = await _burst_connect(served, burst)
@@ -236,7 +244,7 @@ async def test_burst_of_connects_publishes_and_disconnects(served: Served, redis
         figures["error 100 replies"] = await _error_100_replies(served)
         await _close_all(sockets)
         sockets = []
-        figures["wrong counts at the end"] = len(await _wrong_counts(counts, users))
+        figures["wrong counts at the end"] = len(await _still_counted(counts, users))
     finally:
         await _close_all(sockets)
         await counts.close()
@@ -246,8 +254,110 @@ async def test_burst_of_connects_publishes_and_disconnects(served: Served, redis
         "closed at once": BURST,
         "publishes": {"ok": BURST},
         "users with wrong counts": 0,
+        "connections left counted": 0,
         "reconnects": {"ok": BURST},
         "over the limit": {"close 3504": USERS},
         "error 100 replies": 0,
         "wrong counts at the end": 0,
     }
+
+
+class DurableRedis:
+    """A redis-server that keeps its data on disk (every write synced), so that it can be
+    killed and come back with what it held: Redis briefly unavailable, nothing lost."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(int(200 * UNIT)):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[DurableRedis]:
+    redis = DurableRedis(tmp_path)
+    redis.start()
+    yield redis
+    if redis.proc is not None and redis.proc.poll() is None:
+        redis.kill()
+
+
+async def test_a_count_removal_that_failed_is_retried(
+    start_server: Any, durable_redis: DurableRedis
+) -> None:
+    running: RunningServer = await start_server(
+        suite_settings(
+            engine="redis",
+            redis={"url": durable_redis.url},
+            limits={"connections_per_user": 1},
+        )
+    )
+    node = running.node
+    ws, reply = await _connect(running, "alice")
+    assert "connect" in reply
+    durable_redis.kill()
+    # alice leaves while Redis is down: her count cannot be removed now.
+    await ws.close()
+    for _ in range(int(100 * UNIT)):
+        if node.counters["engine.uncount_deferred"]:
+            break
+        await asyncio.sleep(0.05)
+    assert node.user_connections("alice") == 0
+    durable_redis.start()  # with alice's count still in it
+    for _ in range(int(200 * UNIT)):
+        if node.ready:
+            break
+        await asyncio.sleep(0.05)
+    assert node.ready
+    # Retried in the background: her count goes, and she is not refused (3504) on reconnect.
+    for _ in range(int(200 * UNIT)):  # 10 s: the retries back off up to 5 s
+        if not await node.user_connections_everywhere("alice"):
+            break
+        await asyncio.sleep(0.05)
+    ws, reply = await _connect(running, "alice")
+    await ws.close()
+    assert "connect" in reply, reply
+    assert node.counters["engine.uncount_deferred"] == 1
+
+
+async def test_the_pool_options_reach_every_client(redis_url: str) -> None:
+    """``[redis]`` pool options reach the broker's and the presence manager's clients, on the
+    server of ``urls`` (a list of one server is not sharded)."""
+    node = Node(
+        suite_settings(
+            engine="redis", redis={"urls": [redis_url], "pool_size": 7, "pool_timeout": 0.5}
+        )
+    )
+    broker, presence = node.broker, node.presence_manager
+    assert isinstance(broker, RedisBroker) and isinstance(presence, RedisPresenceManager)
+    await node.start()
+    try:
+        for client in (broker.redis, presence._redis):
+            pool = client.connection_pool
+            assert (pool.max_connections, pool.timeout) == (7, 0.5)  # type: ignore[attr-defined]
+            assert pool.connection_kwargs["port"] == urlsplit(redis_url).port
+    finally:
+        await node.close()

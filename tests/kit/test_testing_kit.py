@@ -56,3 +56,23 @@ async def test_an_application_that_mounts_hubbub() -> None:
                 )
             assert response.status_code == 200
             await client.expect(sub, [{"user": "bob", "text": "hi"}])
+
+
+async def test_tokens_follow_the_hubs_token_settings() -> None:
+    """A hub that requires an audience, an issuer and ``exp`` accepts the kit's tokens and the
+    chat page's development tokens as they are."""
+    base = hub_settings()
+    token = base.token.model_copy(
+        update={"audience": "hubbub-tests", "issuer": "kit", "require_exp": True}
+    )
+    settings = base.model_copy(update={"token": token})
+    async with run_hub(settings) as hub:
+        async with hub.client("alice") as client:
+            sub = await client.subscribe("news")
+            await hub.node.publish("news", {"n": 1})
+            await client.expect(sub, [{"n": 1}])
+        async with httpx.AsyncClient(base_url=hub.http) as http:
+            response = await http.post("/web/token", json={"user": "bob"})
+        assert response.status_code == 200, response.text
+        async with hub.client("bob", token=response.json()["token"]) as bob:
+            assert bob.client_id

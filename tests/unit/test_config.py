@@ -53,6 +53,8 @@ def test_env_json_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         ('[token]\nalgorithms = ["none"]', "none"),
         ("[channel.without_namespace]\nforce_recovery = true", "recovery needs history"),
         ("announce_interval = 2\nnode_lapse = 3", "node_lapse"),
+        ("[redis]\npool_size = 1", "pool_size"),
+        ("[redis]\npool_timeout = 0", "pool_timeout"),
     ],
 )
 def test_errors_name_the_option(tmp_path: Path, toml: str, names: str) -> None:

@@ -10,17 +10,30 @@ The body is JSON, sent as ``Content-Type: application/json``; a request a web pa
 Replies are HTTP 200 with ``{"result": …}`` or ``{"error": {"code", "message"}}`` (``batch``:
 ``{"replies": […]}``). A body that is not JSON is 400, a body over ``max_body_size`` is 413,
 an unknown method 404; each with a one-line plain-text explanation.
+
+With ``http_api.docs`` (on by default in development mode only) ``GET {docs_path}`` is an
+interactive page of the API (Swagger UI, served from the installed ``swagger-ui-bundle``
+package: the page loads nothing from elsewhere).
 """
 
 from __future__ import annotations
 
 import hmac
+import html
 import logging
+from pathlib import Path
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from hubbub.api.guard import forged_post_refusal
 from hubbub.api.methods import InvalidJSON, ServerAPI
@@ -101,9 +114,55 @@ def api_routes(api: ServerAPI, settings: HTTPAPISettings) -> list[BaseRoute]:
         return Response(_encoder.encode(reply), media_type="application/json")
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document(prefix, api.method_names))
+        return JSONResponse(openapi_document(prefix, api.request_types))
+
+    async def docs_off(request: Request) -> Response:
+        return PlainTextResponse("the API page is off: set http_api.docs = true\n", 404)
+
+    routes: list[BaseRoute] = [Route(f"{prefix}/openapi.json", openapi, methods=["GET"])]
+    docs_path = settings.docs_path.rstrip("/")
+    if settings.docs_enabled(api.node.settings.development):
+        routes += _docs_routes(docs_path, f"{prefix}/openapi.json")
+    else:
+        routes.append(Route(docs_path, docs_off, methods=["GET"]))
+    routes.append(Route(prefix + "/{method}", endpoint, methods=["POST"]))
+    return routes
+
+
+# The API page's own files live with the other pages' files; Swagger UI's come from its package.
+_STATIC = Path(__file__).parents[1] / "web" / "static"
+_DOCS_HEADERS = {
+    "cache-control": "no-cache",
+    # Only this server's files; the page sends requests ("Try it out") only to this server.
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def _docs_routes(path: str, openapi_url: str) -> list[BaseRoute]:
+    """The interactive API page at ``path``: its HTML, its two files and Swagger UI's assets."""
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    page = (_STATIC / "api-docs.html").read_text()
+    for name, value in {"assets": f"{path}/assets", "docs": path, "openapi": openapi_url}.items():
+        page = page.replace("{" + name + "}", html.escape(value, quote=True))
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(page, headers=_DOCS_HEADERS)
+
+    async def script(request: Request) -> Response:
+        return FileResponse(_STATIC / "api-docs.js", headers=_DOCS_HEADERS)
+
+    async def style(request: Request) -> Response:
+        return FileResponse(_STATIC / "api-docs.css", headers=_DOCS_HEADERS)
 
     return [
-        Route(f"{prefix}/openapi.json", openapi, methods=["GET"]),
-        Route(prefix + "/{method}", endpoint, methods=["POST"]),
+        Route(path, index, methods=["GET"]),
+        Route(f"{path}/api-docs.js", script, methods=["GET"]),
+        Route(f"{path}/api-docs.css", style, methods=["GET"]),
+        Mount(f"{path}/assets", app=StaticFiles(directory=str(swagger_ui_path)), name="api-docs"),
     ]

@@ -102,6 +102,12 @@ class ServerAPI:
     def method_names(self) -> list[str]:
         return [*self._methods, "batch"]
 
+    @property
+    def request_types(self) -> dict[str, type[msgspec.Struct]]:
+        """Each method's request type, ``batch`` included: what the API's schema is built from."""
+        types = {name: kind for name, (kind, _) in self._methods.items()}
+        return {**types, "batch": rq.BatchRequest}
+
     async def call(self, method: str, body: bytes) -> Result:
         """Run ``method`` on a JSON body; the reply object ``{"result": …}`` or ``{"error": …}``.
 

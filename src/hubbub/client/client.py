@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from hubbub.client.events import ClientClosed, ReplyError, State
 from hubbub.client.subscription import Subscription, SubState
@@ -95,30 +95,68 @@ class Client:
         self._refresh: asyncio.TimerHandle | None = None
         self._pong = False
         self.reconnects = 0
+        self.last_error = ""
+        """Why the last connection attempt failed ("connection refused", "server rejected
+        WebSocket connection: HTTP 404"...), or empty."""
+        self._failed = asyncio.Event()  # set when an attempt to connect fails
         self._listeners: list[Callable[[State], None]] = []
 
     # -----------------------------------------------------------------------------------------
     # Lifecycle
 
-    async def connect(self) -> None:
+    async def connect(self, *, retry: bool = True) -> None:
         """Start connecting and wait for the first successful connect.
+
+        With ``retry`` (the default) failed attempts are retried with backoff until the
+        ``timeout`` (twice over) runs out, and the client keeps trying in the background after
+        that. Without it the first failed attempt ends it: the client is closed and
+        :class:`ConnectionError` says why (:attr:`last_error`). Cancelling the caller (Ctrl-C
+        under ``asyncio.run``) closes the client and leaves no task behind.
 
         Raises:
             ClientClosed: the server refused the connection for good (e.g. invalid token).
-            TimeoutError: no connection within ``timeout`` seconds.
+            ConnectionError: not ``retry``, and the attempt failed (refused, not a WebSocket
+                endpoint, timed out).
+            TimeoutError: no connection within ``timeout`` seconds (twice over).
         """
         if self._runner is None:
             self._closed = None
             self._runner = asyncio.create_task(self._run())
+        self._failed.clear()
         waiter = asyncio.create_task(self._connected.wait())
-        done, _ = await asyncio.wait(
-            {waiter, self._runner}, timeout=self.timeout * 2, return_when=asyncio.FIRST_COMPLETED
-        )
-        if waiter not in done:
-            waiter.cancel()
-            if self._closed is not None:
-                raise self._closed
-            raise TimeoutError(f"could not connect to {self.url}")
+        failed = asyncio.create_task(self._failed.wait())
+        watched: set[asyncio.Future[Any]] = {waiter, self._runner}
+        if not retry:
+            watched.add(failed)
+        try:
+            done, _ = await asyncio.wait(
+                watched, timeout=self.timeout * 2, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            await self._cancel_quietly(waiter, failed)
+            await self.close()
+            raise
+        await self._cancel_quietly(waiter, failed)
+        if waiter in done:
+            return
+        runner = self._runner
+        if runner is not None and runner.done() and not runner.cancelled():
+            error = runner.exception()  # an unusable URL, say: the loop cannot go on
+            if error is not None:
+                self._runner = None
+                raise error
+        if self._closed is not None:
+            raise self._closed
+        if failed in done:
+            await self.close()
+            raise ConnectionError(f"cannot connect to {self.url}: {self.last_error}")
+        raise TimeoutError(f"could not connect to {self.url}")
+
+    @staticmethod
+    async def _cancel_quietly(*tasks: asyncio.Task[Any]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
         """Disconnect for good; subscriptions' iterators raise :class:`ClientClosed`."""
@@ -176,7 +214,7 @@ class Client:
             except (OSError, ConnectionClosed, TimeoutError, InvalidHandshake) as exc:
                 # Refused, reset, timed out, or an answer that is not a WebSocket handshake
                 # (a proxy's error page, a server restarting): all worth another try.
-                code, reason = 1006, str(exc) or type(exc).__name__
+                code, reason = 1006, _describe(exc)
             except ClientClosed as exc:
                 self._finish(exc)
                 return
@@ -192,6 +230,9 @@ class Client:
             if not should_reconnect(code) or self._closed is not None:
                 self._finish(ClientClosed(code, reason))
                 return
+            if not self._was_connected:
+                self.last_error = reason
+                self._failed.set()
             # Listeners hear about the loss now, not after the backoff sleep: CONNECTING means
             # "not connected, trying again" (DISCONNECTED is final).
             self._set_state(State.CONNECTING)
@@ -469,6 +510,19 @@ class Client:
         await self._ready()
         result = await self._call("rpc", {"method": method, "data": data})
         return result.get("data")
+
+
+def _describe(exc: BaseException) -> str:
+    """A failed connection attempt in words."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, InvalidStatus):
+        return f"HTTP {exc.response.status_code} instead of a WebSocket handshake"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
 
 
 @asynccontextmanager

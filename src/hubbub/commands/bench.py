@@ -13,18 +13,21 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
-from hubbub.commands.common import CommandError
+from hubbub.commands.common import CommandError, describe, plain
 
 DEFAULT = "suite"
+# The benchmarks a user runs by name (the other scripts of the folder are their parts).
+_NAMES = ("fanout", "soak", "churn")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "bench",
         help="run the benchmark suite (from a source checkout)",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=describe(__doc__),
     )
     parser.add_argument(
         "options",
@@ -60,5 +63,11 @@ def run(options: list[str]) -> int:
         raise CommandError(
             f"no benchmarks/{DEFAULT}.py here or above: run hubbub bench inside a source checkout"
         )
+    if options[:1] in (["-h"], ["--help"]):
+        # What hubbub adds (which benchmarks there are), then the suite's own options.
+        names = sorted(p.stem for p in folder.glob("*.py") if p.stem in _NAMES or p.stem == DEFAULT)
+        print(textwrap.fill(plain(" ".join((__doc__ or "").split())), 80))
+        print(f"benchmarks here: {', '.join(names)}; hubbub bench NAME --help shows its options.\n")
+        sys.stdout.flush()
     script, rest = split(options, folder)
     return subprocess.call([sys.executable, str(script), *rest])

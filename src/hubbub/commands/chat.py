@@ -46,8 +46,17 @@ from hubbub.commands.chat_view import (
     message_line,
     typing_label,
 )
-from hubbub.commands.common import CommandError, UsageError, add_server_options, resolve_token
+from hubbub.commands.common import (
+    CommandError,
+    UsageError,
+    add_server_options,
+    connect_client,
+    describe,
+    resolve_token,
+    websocket_url,
+)
 from hubbub.config import Settings
+from hubbub.extras import MissingExtra, require
 
 TYPING_EVERY = 2.0  # seconds between our typing notices (the server drops extra ones anyway)
 TYPING_SHOWN = 3.0  # seconds someone stays "typing…" after their last notice
@@ -71,16 +80,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser(
         "chat",
         help="chat in a room from the terminal",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=describe(__doc__),
         epilog="in the chat: Enter sends, and\n  " + "\n  ".join(HELP),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("room", metavar="ROOM", help="room name (created on first use)")
     parser.add_argument(
-        "--history", type=int, default=30, metavar="N", help="messages to show on start (30)"
+        "--history",
+        type=int,
+        default=30,
+        metavar="N",
+        help="messages to show on start (default 30)",
     )
     parser.add_argument(
-        "--namespace", default="chat", help="the server's chat namespace (its [chat] namespace)"
+        "--namespace",
+        default="chat",
+        help="the server's chat namespace, its [chat] namespace (default chat)",
     )
     add_server_options(parser)
 
@@ -470,10 +485,7 @@ def _user_of(args: argparse.Namespace, token: str) -> str:
 async def _chat(args: argparse.Namespace, token: str) -> int:
     client = Client(args.url, token=token)
     try:
-        await client.connect()
-    except (OSError, TimeoutError):
-        await client.close()
-        raise CommandError(f"cannot connect to {args.url}: is `hubbub serve` running?") from None
+        await connect_client(client, args.retry, "chat")
     except ClientClosed as exc:
         raise CommandError(
             f"the server refused the connection: {exc.reason} ({exc.code})"
@@ -496,9 +508,15 @@ async def _chat(args: argparse.Namespace, token: str) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    args.url = websocket_url(args.url)
     if args.history < 1:
         raise UsageError("--history must be 1 or more")
     token = resolve_token(args, settings)
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        try:
+            require("chat-cli")  # the interactive screen; pipes and files need nothing more
+        except MissingExtra as exc:
+            raise CommandError(str(exc)) from None
     try:
         return asyncio.run(_chat(args, token))
     except KeyboardInterrupt:

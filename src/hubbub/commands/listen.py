@@ -1,8 +1,10 @@
 """``hubbub listen CHANNEL…``: print a channel's publications as they arrive.
 
-JSON lines by default (one object per publication, for pipes); ``--pretty`` for people. The
-client reconnects and recovers by itself; a publication the server could not recover is
-reported as a ``{"gap": …}`` line. Stops with Ctrl-C (exit 0), or after ``--count`` messages.
+JSON lines by default (one object per publication, for pipes); ``--pretty`` for people. A
+server that cannot be reached is reported in one line within seconds (exit 1), unless
+``--retry``: then it is tried until it answers. Once connected the client reconnects and
+recovers by itself; a publication the server could not recover is reported as a
+``{"gap": …}`` line. Stops with Ctrl-C (exit 0), or after ``--count`` messages.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import json
 import sys
 
 from hubbub.client import Client, ClientClosed, Gap, Publication, ReplyError, Subscription
-from hubbub.commands.common import CommandError, add_server_options, resolve_token
+from hubbub.commands.common import (
+    CommandError,
+    add_server_options,
+    connect_client,
+    describe,
+    resolve_token,
+    websocket_url,
+)
 from hubbub.config import Settings
 
 
@@ -21,11 +30,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser(
         "listen",
         help="print publications of channels",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=describe(__doc__),
     )
     parser.add_argument("channels", nargs="+", metavar="CHANNEL")
-    parser.add_argument("--pretty", action="store_true", help="human-readable lines")
-    parser.add_argument("--count", type=int, default=0, help="exit after N publications")
+    parser.add_argument(
+        "--pretty", action="store_true", help="human-readable lines (default: JSON lines)"
+    )
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="exit after N publications (default 0: run until Ctrl-C)",
+    )
     add_server_options(parser)
 
 
@@ -46,10 +63,7 @@ def _line(item: Publication | Gap, pretty: bool) -> str:
 
 async def _listen(args: argparse.Namespace, token: str) -> int:
     client = Client(args.url, token=token)
-    try:
-        await client.connect()
-    except (OSError, TimeoutError) as exc:
-        raise CommandError(f"cannot connect to {args.url}: {exc}; is the server running?") from None
+    await connect_client(client, args.retry, "listen")
     queue: asyncio.Queue[Publication | Gap | BaseException] = asyncio.Queue()
 
     async def pump(sub: Subscription) -> None:
@@ -82,6 +96,7 @@ async def _listen(args: argparse.Namespace, token: str) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    args.url = websocket_url(args.url)
     token = resolve_token(args, settings)
     try:
         return asyncio.run(_listen(args, token))

@@ -12,7 +12,14 @@ import argparse
 import json
 from typing import Any
 
-from hubbub.commands.common import APIRefused, CommandError, UsageError, add_api_options, call_api
+from hubbub.commands.common import (
+    APIRefused,
+    CommandError,
+    UsageError,
+    add_api_options,
+    call_api,
+    describe,
+)
 from hubbub.config import Settings
 
 # The notification service's error code for recipients it has never seen.
@@ -23,7 +30,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser(
         "notify",
         help="send a notification to users (HTTP API)",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=describe(__doc__),
         epilog="examples:\n  hubbub notify alice 'Your export is ready' --link /exports/7\n"
         "  hubbub notify alice 'Standup in 5' --to bob --to carol --title Reminder\n"
         "  hubbub notify --everyone 'Maintenance at 22:00'",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hubbub.commands.common import UsageError, add_api_options, call_api
+from hubbub.commands.common import UsageError, add_api_options, call_api, describe
 from hubbub.config import Settings
 
 
@@ -16,7 +16,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser(
         "publish",
         help="publish data to a channel (HTTP API)",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=describe(__doc__),
     )
     parser.add_argument("channel", metavar="CHANNEL")
     parser.add_argument("data", metavar="DATA", help='JSON, e.g. \'{"text": "hi"}\' or \'"hi"\'')

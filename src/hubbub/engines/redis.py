@@ -34,8 +34,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
+
+from hubbub.extras import missing
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.client import PubSub
+except ImportError as exc:  # without the redis extra: one line that names it
+    raise missing("redis", exc) from None
 
 from hubbub.engines.base import (
     BrokerEventHandler,
@@ -639,7 +645,10 @@ class RedisPresenceManager:
         self._presence = self._redis.register_script(_PRESENCE)
         self._add = self._redis.register_script(_ADD_PRESENCE)
         self._own = self._redis.register_script(_OWN)
-        self._keep_alive = self._redis.register_script(_KEEP_ALIVE)
+        # Liveness is renewed on a connection of its own: behind a burst that fills the pool a
+        # live node would otherwise wait its turn past ``node_lapse`` and be taken for dead.
+        self._liveness = _client(url, 1, pool_timeout)
+        self._keep_alive = self._liveness.register_script(_KEEP_ALIVE)
         self._lapsed = self._redis.register_script(_LAPSED)
         self._claim = self._redis.register_script(_CLAIM)
         self._reap = self._redis.register_script(_REAP)
@@ -660,6 +669,7 @@ class RedisPresenceManager:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._liveness.aclose()
 
     def set_owner(self, node: str) -> None:
         self._owner = node

@@ -8,12 +8,16 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hubbub.store.base import ChatMessage, Notification, Room, Store, StoreError
-from hubbub.store.postgres import PostgresStore
-from hubbub.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from hubbub.store.postgres import PostgresStore
+    from hubbub.store.sqlite import SQLiteStore
 
 __all__ = [
     "ChatMessage",
@@ -23,8 +27,22 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreError",
+    "check_store_url",
     "open_store",
 ]
+
+# The implementations load their drivers (aiosqlite, asyncpg): imported when first named, so
+# that validating a configuration's store URL loads neither.
+_IMPLEMENTATIONS = {"PostgresStore": "postgres", "SQLiteStore": "sqlite"}
+
+
+def __getattr__(name: str) -> Any:
+    """The implementation class ``name``, its module imported on first use."""
+    module = _IMPLEMENTATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hubbub.store' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"hubbub.store.{module}"), name)
+
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
 _SQLITE_PREFIX = "sqlite://"
@@ -52,17 +70,34 @@ def open_store(url: str, *, base_dir: Path | None = None) -> Store:
         ValueError: ``url`` is none of these. The message never repeats the URL, which may
             hold a password.
     """
+    kind, target = _parse(url)
+    if kind == "postgres":
+        from hubbub.store.postgres import PostgresStore
+
+        return PostgresStore(target)
+    return _sqlite(target, base_dir)
+
+
+def check_store_url(url: str) -> None:
+    """Raise ``ValueError`` (the message :func:`open_store` would give) unless ``url`` is an
+    accepted form. Constructs nothing and imports no database driver: the configuration is
+    validated with it, also by commands that never open the store."""
+    _parse(url)
+
+
+def _parse(url: str) -> tuple[str, str]:
+    """``("postgres", dsn)`` or ``("sqlite", path)`` for ``url``; ValueError for anything else."""
     text = url.strip()
     if text.startswith(_POSTGRES_PREFIXES):
-        return PostgresStore(text)
+        return "postgres", text
     if text.startswith(_SQLITE_PREFIX):
         rest = text[len(_SQLITE_PREFIX) :]
         # After "sqlite://" comes an empty host and "/": what follows is the path.
         if not rest.startswith("/") or len(rest) == 1:
             raise ValueError(f"a sqlite URL needs a path after 'sqlite:///'; accepted: {_ACCEPTED}")
-        return _sqlite(rest[1:], base_dir)
+        return "sqlite", rest[1:]
     if "://" not in text and text.lower().endswith(_SQLITE_SUFFIXES):
-        return _sqlite(text, base_dir)
+        return "sqlite", text
     scheme = text.split("://", 1)[0] if "://" in text else ""
     # Only a well-formed scheme is repeated: anything else might be part of a secret.
     if _SCHEME.fullmatch(scheme):
@@ -73,6 +108,8 @@ def open_store(url: str, *, base_dir: Path | None = None) -> Store:
 
 
 def _sqlite(path: str, base_dir: Path | None) -> SQLiteStore:
+    from hubbub.store.sqlite import SQLiteStore
+
     if path == ":memory:":
         return SQLiteStore(path)
     resolved = Path(path).expanduser()

@@ -15,7 +15,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import asyncpg
+from hubbub.extras import missing
+
+try:
+    import asyncpg
+except ImportError as exc:
+    # Without the postgres extra the store can still be named and constructed (a configuration
+    # that names it is valid); open() raises the one-line error naming the extra.
+    _driver_error: ImportError | None = missing("postgres", exc)
+else:
+    _driver_error = None
 
 from hubbub.store._rows import (
     MESSAGE_COLUMNS,
@@ -157,7 +166,14 @@ class PostgresStore:
     # Lifecycle
 
     async def open(self) -> None:
-        """Create the pool and migrate the schema."""
+        """Create the pool and migrate the schema.
+
+        Raises:
+            hubbub.extras.MissingExtra: the postgres extra (asyncpg) is not installed.
+            StoreError: the database cannot be reached or refused.
+        """
+        if _driver_error is not None:
+            raise _driver_error
         async with self._open_lock:
             if self._pool is not None:
                 return

@@ -142,3 +142,12 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         if self._refused is not None:
             self._refused.cancel()
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # The socket is the WebSocket protocol's now and this object is never called again
+        # (no connection_lost, where uvicorn drops the parser). The parser refers back to it:
+        # a cycle, holding the transport and the request, that only the cyclic collector
+        # would free. Dropped here, reference counting frees it at once.
+        self._disarm()
+        self.parser = None  # type: ignore[assignment]

@@ -765,15 +765,19 @@ class NativeWebSocketProtocol(asyncio.Protocol):
         ws = self._ws
         assert ws is not None
         events = ws.events_received()
+        answers = False
         for event in events:
             if self._closing:
                 break  # nothing the peer sent after the close counts (pongs already left)
             if isinstance(event, Frame):
-                self._frame(event)
-                if event.opcode.value >= 8:
-                    # A control frame: its answer (pong, close) leaves before anything the
-                    # messages after it produce, in the order the peer sent them.
+                control = event.opcode.value >= 8
+                if answers and not control:
+                    # The answers to control frames (pongs, close) leave before anything
+                    # the messages after them produce, in the order the peer sent them;
+                    # those of a run of control frames leave in one write.
                     self._send_out()
+                answers = control
+                self._frame(event)
         self._send_out()
         exc = ws.parser_exc
         if (

@@ -67,8 +67,15 @@ def page_routes(node: Node) -> list[BaseRoute]:
         user = args.user.strip()
         if not _USER.match(user):
             raise bad_request("a name is 1-32 letters, digits, '-', '_' or '.'")
-        secret = settings.token.hmac_secret_key
-        return {"user": user, "token": mint_connection_token(secret, user, ttl=DEV_TOKEN_TTL)}
+        cfg = settings.token
+        token = mint_connection_token(
+            cfg.hmac_secret_key,
+            user,
+            ttl=DEV_TOKEN_TTL,
+            audience=cfg.audience,
+            issuer=cfg.issuer,
+        )
+        return {"user": user, "token": token}
 
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),

@@ -9,7 +9,9 @@ const TYPING_SEND_MS = 2000;
 const ROOMS_REFRESH_MS = 15000;
 // Refusals of a subscription that creates a room: too many rooms (106), creating too fast (111).
 // The page does not retry them; it says why and goes back to the room it was in.
-const ROOM_REFUSALS = new Set([106, 111]);
+// A room that does not exist and may not be created here (102), one the user may not enter
+// (103) and a name the server does not accept (107) are refused the same way.
+const ROOM_REFUSALS = new Set([102, 103, 106, 107, 111]);
 const ROOM_PAGES_REFRESHED = 3; // pages of the room list reloaded every ROOMS_REFRESH_MS
 
 const state = {
@@ -34,6 +36,39 @@ const state = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Errors in words: the server's messages are "<what kind>: <detail>" for programs and logs;
+// people see the detail as a sentence, or a sentence for the kind when there is no detail.
+
+const ERROR_SENTENCES = {
+  0: "You are offline.",
+  100: "The server had a problem. Try again in a moment.",
+  101: "You are not signed in, or your sign-in has expired.",
+  102: "That does not exist.",
+  103: "You are not allowed to do that.",
+  106: "That is over a limit of this server.",
+  107: "The server did not accept that.",
+  108: "That is not available on this server.",
+  109: "Your sign-in has expired.",
+  111: "Too many requests. Wait a moment and try again.",
+  404: "That does not exist.",
+};
+
+function sentence(text) {
+  const trimmed = text.trim();
+  if (!trimmed) return "";
+  const first = trimmed[0].toUpperCase() + trimmed.slice(1);
+  return /[.!?…]$/.test(first) ? first : `${first}.`;
+}
+
+function humanError(err) {
+  const message = String((err && err.message) || "");
+  const colon = message.indexOf(": ");
+  const detail = colon >= 0 ? message.slice(colon + 2) : "";
+  if (detail) return sentence(detail);
+  return ERROR_SENTENCES[err && err.code] || sentence(message) || "Something went wrong.";
+}
+
+// ---------------------------------------------------------------------------------------------
 // Sign-in: development mode mints a token for a chosen name; otherwise the application hands
 // the page a token in the URL fragment (#token=...), which never reaches a server log.
 
@@ -49,7 +84,10 @@ async function mintToken(name) {
     body: JSON.stringify({ user: name }),
   });
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.error ? body.error.message : `HTTP ${res.status}`);
+  if (!res.ok) {
+    const error = body.error || { code: res.status, message: `the server answered ${res.status}` };
+    throw new ProtocolError(error.code, error.message);
+  }
   return body;
 }
 
@@ -141,7 +179,7 @@ async function refreshRooms() {
     state.roomsTotal = page.total;
     renderRooms();
   } catch (err) {
-    console.warn("rooms", err);
+    // Kept as it is; the next refresh or reconnect tries again.
   }
 }
 
@@ -158,7 +196,7 @@ async function loadMoreRooms() {
     state.roomPages += 1;
     renderRooms();
   } catch (err) {
-    $("rooms-error").textContent = `Could not load more rooms: ${err.message}`;
+    $("rooms-error").textContent = `Could not load more rooms. ${humanError(err)}`;
   } finally {
     button.disabled = false;
   }
@@ -194,10 +232,20 @@ function renderRooms() {
     button.addEventListener("click", () => {
       $("rooms-error").textContent = "";
       joinRoom(room.name);
+      setDrawer(false);
     });
     li.append(button);
     list.append(li);
   }
+}
+
+// The rule of room names is the new-room input's pattern, as the browser reads it (v flag).
+function validRoom(name) {
+  return new RegExp(`^(?:${$("new-room-name").pattern})$`, "v").test(name);
+}
+
+function refusedName(name) {
+  return `"${name}" cannot be a room name: use 1-64 letters, digits, "-", "_" or ".".`;
 }
 
 function joinRoom(room) {
@@ -261,10 +309,10 @@ function joinRoom(room) {
     if (state.sub !== sub) return;
     const err = event.detail;
     if (!ROOM_REFUSALS.has(err.code)) {
-      $("send-error").textContent = `Cannot join #${room}: ${err.message}`;
+      $("send-error").textContent = `Cannot join #${room}. ${humanError(err)}`;
       return;
     }
-    $("rooms-error").textContent = `Cannot join #${room}: ${err.message}`;
+    $("rooms-error").textContent = `Cannot join #${room}. ${humanError(err)}`;
     sub.unsubscribe(); // no retry: asking again at once would be refused again
     state.sub = null;
     const back = state.previousRoom && state.previousRoom !== room ? state.previousRoom : "lobby";
@@ -291,7 +339,7 @@ async function loadHistory(before = null) {
     $("older").hidden = !more;
     renderMessages(before ? "keep" : "bottom");
   } catch (err) {
-    $("send-error").textContent = `Could not load history: ${err.message}`;
+    $("send-error").textContent = `Could not load the history. ${humanError(err)}`;
   }
 }
 
@@ -304,8 +352,8 @@ async function loadPresence() {
     for (const info of clients) state.online.set(info.user, (state.online.get(info.user) || 0) + 1);
     renderOnline();
     renderRooms();
-  } catch (err) {
-    console.warn("presence", err);
+  } catch {
+    // The list stays as the join and leave pushes left it.
   }
 }
 
@@ -421,7 +469,7 @@ function startEdit(li, msg) {
         state.messages.set(message.id, message);
         renderMessages("keep");
       } catch (err) {
-        $("send-error").textContent = `Could not edit: ${err.message}`;
+        $("send-error").textContent = `Could not edit. ${humanError(err)}`;
       }
     }
   });
@@ -433,7 +481,7 @@ async function deleteMessage(msg) {
     state.messages.set(message.id, message);
     renderMessages("keep");
   } catch (err) {
-    $("send-error").textContent = `Could not delete: ${err.message}`;
+    $("send-error").textContent = `Could not delete. ${humanError(err)}`;
   }
 }
 
@@ -454,7 +502,7 @@ async function send(event) {
   } catch (err) {
     $("send-error").textContent = err instanceof ProtocolError && err.code === 0
       ? "Not sent: you are offline. Your text is still in the box; send it again once online."
-      : `Not sent: ${err.message}`;
+      : `Not sent. ${humanError(err)}`;
   }
 }
 
@@ -519,8 +567,8 @@ async function loadNotifications() {
     for (const note of notifications) state.notes.set(note.id, note);
     setUnread(unread);
     renderNotes();
-  } catch (err) {
-    console.warn("notifications", err);
+  } catch {
+    // Loaded again on the next connect; live ones arrive meanwhile.
   }
 }
 
@@ -568,8 +616,8 @@ async function markRead(ids) {
   try {
     const { read, unread } = await state.client.rpc("notifications.read", args);
     applyRead(read, unread);
-  } catch (err) {
-    console.warn("mark read", err);
+  } catch {
+    // Still unread: the badge says so, and another click tries again.
   }
 }
 
@@ -596,6 +644,7 @@ function onPersonal({ pub }) {
 }
 
 function toast(note) {
+  if (!$("dropdown").hidden) return; // the open list shows it already
   const el = document.createElement("div");
   el.className = "toast";
   const title = document.createElement("strong");
@@ -608,11 +657,21 @@ function toast(note) {
   setTimeout(() => el.remove(), 6000);
 }
 
+// The drawer: on a phone the sidebar (rooms, who is online, sign-out) opens over the chat.
+function setDrawer(open) {
+  document.body.classList.toggle("drawer-open", open);
+  $("scrim").hidden = !open;
+  $("menu").setAttribute("aria-expanded", String(open));
+  if (open) $("drawer-close").focus();
+}
+
 function toggleDropdown(force) {
   const dropdown = $("dropdown");
   const open = force ?? dropdown.hidden;
   dropdown.hidden = !open;
   $("bell").setAttribute("aria-expanded", String(open));
+  // The list has every notification: toasts would only cover it.
+  if (open) $("toasts").replaceChildren();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -620,7 +679,9 @@ function toggleDropdown(force) {
 
 function start() {
   $("me").textContent = state.user;
+  $("drawer-me").textContent = state.user;
   $("sign-out").hidden = !state.config.development;
+  $("drawer-sign-out").hidden = !state.config.development;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const url = `${scheme}://${location.host}${state.config.websocket}`;
   const client = new Client(url, {
@@ -639,7 +700,7 @@ function start() {
       refreshRooms();
     }
     if (event.detail.state === "failed" && [3500, 3501].includes(event.detail.code)) {
-      showLogin(`The server refused the token: ${event.detail.reason}`);
+      showLogin(`The server did not accept your sign-in (${event.detail.reason}).`);
     }
   });
   client.addEventListener("publication", (event) => {
@@ -647,7 +708,12 @@ function start() {
   });
   client.connect();
   const params = new URLSearchParams(location.search);
-  joinRoom(params.get("room") || localStorage.getItem("hubbub.room") || "lobby");
+  let room = params.get("room") || localStorage.getItem("hubbub.room") || "lobby";
+  if (!validRoom(room)) {
+    $("rooms-error").textContent = refusedName(room);
+    room = "lobby";
+  }
+  joinRoom(room);
   setInterval(refreshRooms, ROOMS_REFRESH_MS);
 }
 
@@ -662,10 +728,25 @@ async function main() {
   $("more-rooms").addEventListener("click", loadMoreRooms);
   $("new-room").addEventListener("submit", (event) => {
     event.preventDefault();
-    const name = $("new-room-name").value.trim();
+    const input = $("new-room-name");
+    input.value = input.value.trim();
     $("rooms-error").textContent = "";
-    if (name) joinRoom(name);
-    $("new-room-name").value = "";
+    if (!input.value) return;
+    // Checked here, before anything is listed or asked of the server.
+    if (!validRoom(input.value)) {
+      $("rooms-error").textContent = refusedName(input.value);
+      input.focus();
+      return;
+    }
+    joinRoom(input.value);
+    input.value = "";
+    setDrawer(false);
+  });
+  $("menu").addEventListener("click", () => setDrawer(!document.body.classList.contains("drawer-open")));
+  $("drawer-close").addEventListener("click", () => setDrawer(false));
+  $("scrim").addEventListener("click", () => setDrawer(false));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") setDrawer(false);
   });
   $("bell").addEventListener("click", (event) => {
     event.stopPropagation();
@@ -675,18 +756,29 @@ async function main() {
     if (!$("dropdown").contains(event.target)) toggleDropdown(false);
   });
   $("mark-all").addEventListener("click", () => markRead(null));
-  $("sign-out").addEventListener("click", () => {
-    localStorage.removeItem("hubbub.name");
-    location.reload();
-  });
+  for (const id of ["sign-out", "drawer-sign-out"]) {
+    $(id).addEventListener("click", () => {
+      localStorage.removeItem("hubbub.name");
+      location.reload();
+    });
+  }
   $("login-form").addEventListener("submit", async (event) => {
     event.preventDefault();
+    const input = $("login-name");
+    input.value = input.value.trim();
+    if (!input.checkValidity()) {
+      $("login-error").textContent = input.value
+        ? `"${input.value}" cannot be a name: use 1-32 letters, digits, "-", "_" or ".".`
+        : "Choose a name first.";
+      input.focus();
+      return;
+    }
     try {
-      await signIn($("login-name").value.trim());
+      await signIn(input.value);
       $("login").hidden = true;
       start();
     } catch (err) {
-      $("login-error").textContent = err.message;
+      $("login-error").textContent = humanError(err);
     }
   });
 
