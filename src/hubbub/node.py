@@ -40,6 +40,7 @@ from hubbub.engines.base import (
 )
 from hubbub.engines.memory import MemoryBroker, MemoryPresenceManager
 from hubbub.limits import TokenBucket
+from hubbub.payload import to_payload
 from hubbub.protocol.codec import Codec
 from hubbub.protocol.codes import (
     Disconnect,
@@ -57,7 +58,6 @@ from hubbub.protocol.messages import (
     MessagePush,
     Publication,
     Push,
-    raw_from_json,
 )
 from hubbub.subscription import Verdict, judge_top
 
@@ -123,35 +123,6 @@ class NodeInfo:
     num_channels: int
     num_subs: int
     uptime: int
-
-
-def to_payload(data: object, *, binary: bool = False) -> msgspec.Raw:
-    """Turn application data into a payload.
-
-    ``bytes``, ``bytearray`` and ``msgspec.Raw`` are taken as JSON text (validated, raw
-    newlines dropped), or verbatim when ``binary`` (channels whose namespace publishes binary
-    data); anything else is encoded as JSON.
-
-    Raises:
-        ProtocolError: 107 when bytes are not valid JSON or the value cannot be encoded.
-    """
-    if isinstance(data, bytes | bytearray | msgspec.Raw):
-        if not len(data):
-            return EMPTY
-        if binary:
-            return msgspec.Raw(bytes(data))
-    if isinstance(data, msgspec.Raw):
-        data = bytes(data)
-    if isinstance(data, bytes | bytearray):
-        try:
-            msgspec.json.decode(data)
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-            raise error(ErrorCode.BAD_REQUEST, "bad request: data is not valid JSON") from None
-        return raw_from_json(bytes(data))
-    try:
-        return msgspec.Raw(msgspec.json.encode(data))
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise error(ErrorCode.BAD_REQUEST, f"bad request: data is not JSON: {exc}") from None
 
 
 class Node:
@@ -1037,6 +1008,36 @@ class Node:
         push = Push(message=MessagePush(data=data))
         for session in self._targets(user, client):
             session.push_message(session.codec.encode_push(push))
+
+    # -----------------------------------------------------------------------------------------
+    # What sessions ask of the engine (sessions never reach the engine themselves)
+
+    async def add_presence(self, channel: str, info: ClientInfo) -> None:
+        """Record ``info`` in ``channel``'s presence for ``client.presence_ttl`` seconds (the
+        node renews it while the client stays). Raises 100 when the engine is unavailable."""
+        await self.presence_manager.add_presence(channel, info, self.settings.client.presence_ttl)
+
+    async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
+        """Remove a client from ``channel``'s presence. Raises 100 when the engine is
+        unavailable."""
+        await self.presence_manager.remove_presence(channel, client_id, user)
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        """Tell every node's subscribers of ``channel`` that ``info`` joined."""
+        await self.broker.publish_join(channel, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        """Tell every node's subscribers of ``channel`` that ``info`` left."""
+        await self.broker.publish_leave(channel, info)
+
+    async def count_connection(self, info: ClientInfo) -> None:
+        """Count a connection of ``info.user`` towards ``limits.connections_per_user`` on every
+        node (see :meth:`user_connections_everywhere`)."""
+        await self.add_presence(user_presence_key(info.user), info)
+
+    async def uncount_connection(self, user: str, client_id: str) -> None:
+        """Stop counting a connection of ``user`` (the reverse of :meth:`count_connection`)."""
+        await self.remove_presence(user_presence_key(user), client_id, user)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         """Who is in ``channel``, by client id. Raises 108 when presence is off there."""

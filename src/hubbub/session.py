@@ -27,7 +27,8 @@ from hubbub.config import ChannelOptions
 from hubbub.engines.base import HistoryFilter, StreamPosition
 from hubbub.engines.retry import RetryQueue
 from hubbub.limits import TokenBucket
-from hubbub.node import to_payload, user_presence_key
+from hubbub.node import user_presence_key
+from hubbub.payload import to_payload
 from hubbub.protocol.codec import JSON, Codec
 from hubbub.protocol.codes import (
     UNSUBSCRIBE_REASONS,

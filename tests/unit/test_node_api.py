@@ -9,7 +9,8 @@ from tests.unit.test_session import ListTransport, send, transport
 
 from hubbub.clock import FakeClock
 from hubbub.engines.base import StreamPosition
-from hubbub.node import Node, to_payload
+from hubbub.node import Node
+from hubbub.payload import to_payload
 from hubbub.protocol.codes import ProtocolError
 from hubbub.session import Session
 
