@@ -213,3 +213,44 @@ def redis_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
 def redis_url(redis_urls: list[str]) -> str:
     """The first private Redis of the session."""
     return redis_urls[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Markers by what a test needs (registered in pyproject.toml; `make unit` leaves them out)
+
+_MARKER_OF_FIXTURE = {
+    "redis_url": "redis",
+    "redis_urls": "redis",
+    "own_redis": "redis",  # a redis-server of the test's own, which it kills and restarts
+    "durable_redis": "redis",
+    "postgres_server": "postgres",
+}
+"""A test that uses the fixture needs what the marker names."""
+
+_MARKER_OF_PARAM = {
+    ("engine", "redis"): "redis",  # tests/engines: fixtures asked for by parameter
+    ("engine", "redis-sharded"): "redis",
+    ("backend", "postgresql"): "postgres",  # tests/store
+}
+"""A test run with the parameter needs what the marker names (its fixture is asked for by
+``request.getfixturevalue``, which collection cannot see)."""
+
+_WEB = os.path.join(os.path.dirname(__file__), "web")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by the outside services it needs: ``redis``, ``postgres``, ``browser``.
+
+    ``tmux``, ``js`` and ``slow`` are written on the tests themselves.
+    """
+    for item in items:
+        wanted = {_MARKER_OF_FIXTURE.get(name) for name in getattr(item, "fixturenames", ())}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            for key, value in callspec.params.items():
+                if isinstance(value, str):  # other parameters may be unhashable
+                    wanted.add(_MARKER_OF_PARAM.get((key, value)))
+        if str(item.path).startswith(_WEB + os.sep):
+            wanted.add("browser")  # tests/web drive Chromium
+        for name in sorted(n for n in wanted if n is not None):
+            item.add_marker(name)

@@ -1,10 +1,13 @@
-"""The state a session keeps for one channel subscription, and the verdict on whether a
-stream position continues it."""
+"""The state a session keeps for one channel subscription, and the pure decisions about it:
+which guarantees a subscription gets, whether a recovery is complete, and whether a stream
+position continues it. Nothing here awaits or needs a node."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hubbub.clock import Timer
 from hubbub.config import ChannelOptions
@@ -50,6 +53,68 @@ class Subscription:
     reconnects: int = 0
 
 
+class Flags(NamedTuple):
+    """What a new subscription is promised (see :func:`subscription_flags`)."""
+
+    recoverable: bool
+    """The client may recover missed publications from history (``recoverable`` in the
+    reply)."""
+    positioned: bool
+    """The stream position is tracked: gaps are detected and the reply carries a position."""
+    push_join_leave: bool
+    """Join and leave pushes are sent to this subscriber."""
+
+
+def subscription_flags(
+    opts: ChannelOptions,
+    *,
+    server_side: bool,
+    wants_recovery: bool,
+    wants_positioning: bool,
+    wants_join_leave: bool,
+) -> Flags:
+    """The guarantees a subscription to a channel with ``opts`` gets.
+
+    Args:
+        opts: the channel's options (after token overrides).
+        server_side: made by the server (always recoverable when the channel keeps history).
+        wants_recovery: the client asked for a recoverable subscription, or to recover.
+        wants_positioning: the client asked for a positioned subscription.
+        wants_join_leave: the client asked for join and leave pushes.
+
+    Without history nothing is recoverable or positioned; the namespace may force either, or
+    allow what the client asks for. Join/leave pushes need ``join_leave`` and either forcing
+    or a request on a channel with presence.
+    """
+    recoverable = opts.use_history and (
+        opts.force_recovery or (wants_recovery and opts.allow_recovery) or server_side
+    )
+    positioned = opts.use_history and (
+        recoverable or opts.force_positioning or (wants_positioning and opts.allow_positioning)
+    )
+    push_join_leave = opts.join_leave and (
+        opts.force_push_join_leave or (wants_join_leave and opts.presence)
+    )
+    return Flags(recoverable, positioned, push_join_leave)
+
+
+def recovery_complete(
+    offset: int, epoch: str, top_offset: int, top_epoch: str, pubs: Sequence[Publication]
+) -> bool:
+    """Whether ``pubs`` (history after ``offset``, read with the stream top at
+    ``top_epoch``/``top_offset``) are exactly what a client at ``epoch``/``offset`` missed.
+
+    An empty ``epoch`` (a client that never saw one) matches any. Recovered means: the same
+    stream, and the publications run without a gap from ``offset + 1`` to the top (none at
+    all when the client is at the top already).
+    """
+    if epoch not in ("", top_epoch):
+        return False
+    if not pubs:
+        return top_offset == offset
+    return pubs[0].offset == offset + 1 and pubs[-1].offset == top_offset
+
+
 class Verdict(enum.Enum):
     """How a stream position relates to a subscriber's position."""
 
@@ -82,6 +147,9 @@ def judge_publication(
     Once live, a channel's publications arrive once each and in offset order, so an offset that
     does not move forward means the stream went back, never "already seen".
     A publication without a position (offset 0) always continues.
+
+    :meth:`hubbub.session.Session.deliver` inlines the common case (the next offset of the
+    same epoch) and asks this function about anything else.
     """
     if pub_offset == 0:
         return Verdict.CONTINUES

@@ -135,6 +135,7 @@ async def test_without_auto_create_unknown_rooms_are_refused() -> None:
         await alice.subscribe("chat:secret-room")
 
 
+@pytest.mark.slow
 async def test_history_pages_backwards_without_gaps(app_hub: Hub) -> None:
     for n in range(120):
         # Six senders: their bursts (20 each) cover the 120 messages however slow the disk.

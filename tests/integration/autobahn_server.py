@@ -24,7 +24,8 @@ from websockets.frames import Opcode
 import hubbub.app
 from hubbub.cli import main
 from hubbub.transports import native
-from hubbub.transports.native import NativeWebSocketProtocol, frame
+from hubbub.transports.flush import frame
+from hubbub.transports.native import NativeWebSocketProtocol
 
 ECHO_PATH = "/autobahn"
 NATIVE_ECHO_PATH = "/autobahn-native"

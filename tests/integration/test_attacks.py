@@ -251,6 +251,7 @@ ATTACKS = [  # kind, whether it never reads, its close codes, the counter of its
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "deaf", "codes", "counters"),
     ATTACKS,

@@ -150,6 +150,7 @@ def summary(results: list[kosoku.CaseResult]) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(int(120 * UNIT))  # about 12 s each here
 @pytest.mark.parametrize("transport", ["native", "asgi"])
 async def test_autobahn_cases_1_to_10(tmp_path: Path, transport: str) -> None:

@@ -256,7 +256,7 @@ async def test_connections_per_ip_and_per_node(start_server: Any) -> None:
         await open_ws(running)
     await first.close()
     for _ in range(50):
-        if running.node.open_sockets < 2:
+        if running.node.admission.connections < 2:
             break
         await asyncio.sleep(0.02)
     third = await open_ws(running)  # room again

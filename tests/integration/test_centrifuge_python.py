@@ -227,6 +227,7 @@ async def test_private_channel_with_subscription_token(connect: ClientFactory) -
     assert unsub.code == 103
 
 
+@pytest.mark.slow
 async def test_token_refresh(connect: ClientFactory, server: RunningServer) -> None:
     calls: list[int] = []
 

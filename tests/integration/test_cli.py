@@ -214,6 +214,7 @@ async def test_json_logs_with_connection_ids(tmp_path: Path) -> None:
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 async def test_bench_runs_the_suite_from_a_checkout(tmp_path: Path) -> None:
     root = ROOT
     proc = await asyncio.create_subprocess_exec(

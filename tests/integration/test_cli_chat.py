@@ -338,10 +338,12 @@ class Tmux:
         self.tmux("kill-server")
 
 
+@pytest.mark.tmux
 def test_tmux_is_installed() -> None:
     assert shutil.which("tmux"), "tmux is missing: run `make test-deps`"
 
 
+@pytest.mark.tmux
 @pytest.mark.timeout(120)
 def test_two_people_chat_through_a_server_restart(tmp_path: Path) -> None:
     server = Server(tmp_path, free_port())

@@ -216,6 +216,7 @@ async def test_listen_fails_fast(server: RunningServer) -> None:
         assert ("--retry" if why == "connection refused" else "path") in lines[0], err
 
 
+@pytest.mark.slow
 async def test_listen_retry_keeps_trying(tmp_path: Path) -> None:
     port = free_port()
     url = f"ws://127.0.0.1:{port}/connection/websocket"
@@ -315,6 +316,7 @@ async def test_readme_example_ends_quietly_on_ctrl_c(tmp_path: Path, start_serve
     assert proc.returncode == 0, err.decode()
 
 
+@pytest.mark.slow
 async def test_bench_fanout_configures_its_server() -> None:
     # More subscribers than the default per-address limit (1,000) allows from one address:
     # the benchmark's server must be configured for them (its defaults go up to 1,000 plus

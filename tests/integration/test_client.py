@@ -149,9 +149,9 @@ async def test_reconnects_when_server_pings_stop(start_server: Any) -> None:
         sub = await client.subscribe("news")
         first_id = client.client_id
         # The server goes silent on this connection (its ping timer is stopped).
-        (session,) = [s for s in running.node._sessions.values() if s.client_id == first_id]
-        assert session._ping_timer is not None
-        session._ping_timer.cancel()
+        (session,) = [s for s in running.node.index.sessions.values() if s.client_id == first_id]
+        assert session._heartbeat is not None
+        session._heartbeat.stop()
         for _ in range(int(100 * UNIT)):
             if client.client_id != first_id and client.state is hc.State.CONNECTED:
                 break

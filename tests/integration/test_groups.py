@@ -60,7 +60,7 @@ async def _subscribe(channel: str, *sockets: Any) -> None:
 
 
 def _members(node: Node, channel: str) -> int:
-    return sum(len(group) for group in node._groups.get(channel, {}).values())
+    return sum(len(group) for group in node.index.groups.get(channel, {}).values())
 
 
 async def _until(check: Any) -> None:
@@ -96,8 +96,8 @@ async def test_every_member_gets_every_publication_once_in_order(
             client = await pb_connect(running, clients, f"p{n}", protobuf=True)
             pb_events.append(await pb_subscribe(client, "live:many"))
         await _until(lambda: _members(node, "live:many") == 6)
-        assert len(node._groups["live:many"]) == 2  # one group per wire format
-        assert "live:many" not in node._direct
+        assert len(node.index.groups["live:many"]) == 2  # one group per wire format
+        assert "live:many" not in node.index.direct
         for n in range(400):
             await node.publish("live:many", {"n": n})
             if n % 50 == 0:
@@ -112,7 +112,8 @@ async def test_every_member_gets_every_publication_once_in_order(
     for client in clients:
         await client.disconnect()
     clients.clear()
-    await _until(lambda: "live:many" not in node._groups and "live:many" not in node._channels)
+    index = node.index
+    await _until(lambda: "live:many" not in index.groups and "live:many" not in index.channels)
 
 
 async def test_own_messages_keep_their_place_between_publications(start_server: Any) -> None:
@@ -149,7 +150,7 @@ async def test_joining_between_flushes_gets_only_what_follows(start_server: Any)
         await node.publish("live:join", {"n": 1})
         await late.send(json.dumps({"id": 2, "subscribe": {"channel": "live:join"}}))
         await _until(lambda: _members(node, "live:join") == 2)
-        group = node._groups["live:join"][JSON]
+        group = node.index.groups["live:join"][JSON]
         assert group.frames, "the flush ran before the join: the test needs them in one window"
         await node.publish("live:join", {"n": 2})
         got = await _messages(late, 2)
@@ -177,7 +178,7 @@ async def test_leaving_between_flushes_gets_what_came_before_its_reply(
         await node.publish("live:leave", {"n": 1})
         await leaving.send(json.dumps({"id": 3, "unsubscribe": {"channel": "live:leave"}}))
         await _until(lambda: _members(node, "live:leave") == 1)
-        group = node._groups["live:leave"][JSON]
+        group = node.index.groups["live:leave"][JSON]
         assert group.frames, "the flush ran before the leave: the test needs them in one window"
         await node.publish("live:leave", {"n": 2})
         got = await _messages(leaving, 2)
@@ -206,6 +207,6 @@ async def test_positioned_subscribers_and_asgi_connections_stay_one_by_one(
             await node.publish("small:x", {"n": 1})
             assert (await asyncio.wait_for(anext(live), WAIT)).data == {"n": 1}  # type: ignore[union-attr]
             assert (await asyncio.wait_for(anext(tracked), WAIT)).offset == 1  # type: ignore[union-attr]
-            assert "small:x" in node._direct and "small:x" not in node._groups
-            grouped = "live:x" in node._groups
+            assert "small:x" in node.index.direct and "small:x" not in node.index.groups
+            grouped = "live:x" in node.index.groups
             assert grouped == (transport == "native")

@@ -180,6 +180,7 @@ async def _bad_token(server: ServerLog, compression: bool) -> None:
 _BAD = {"invalid JSON": _bad_json, "invalid UTF-8": _bad_utf8, "bad token": _bad_token}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", list(_TRANSPORTS))
 async def test_one_line_per_bad_connection(tmp_path: Path, transport: str) -> None:
     with serve(tmp_path, _TRANSPORTS[transport]) as server:

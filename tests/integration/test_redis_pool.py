@@ -32,7 +32,8 @@ from websockets.exceptions import ConnectionClosed
 
 from hubbub.auth import mint_connection_token
 from hubbub.engines.redis import RedisBroker, RedisPresenceManager
-from hubbub.node import Node, user_presence_key
+from hubbub.index import user_presence_key
+from hubbub.node import Node
 from tests.conftest import API_KEY, SECRET, UNIT, RunningServer, suite_settings
 
 USERS = 100

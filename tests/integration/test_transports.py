@@ -15,7 +15,7 @@ import websockets
 
 from hubbub.auth import mint_connection_token
 from hubbub.client import connect
-from hubbub.transports.asgi import JSON_SUBPROTOCOL
+from hubbub.transports.admission import JSON_SUBPROTOCOL
 from hubbub.transports.native import NativeWebSocketProtocol
 from tests.conftest import SECRET, UNIT, RunningServer, suite_settings
 

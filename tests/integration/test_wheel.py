@@ -124,6 +124,7 @@ def wait_healthy(server: subprocess.Popen[str], url: str) -> None:
     raise AssertionError(f"{url} did not answer")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180 * UNIT)
 def test_wheel_installs_small_and_serves(tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path)

@@ -34,7 +34,7 @@ async def test_fake_clock_drives_heartbeats() -> None:
     clock = FakeClock()
     node = Node(hub_settings(), clock=clock)
     async with run_hub(node=node) as hub, hub.client("alice") as client:
-        session = next(iter(node._sessions.values()))
+        session = next(iter(node.index.sessions.values()))
         # A minute of heartbeats in a moment: pings go out, the real client answers each.
         await advance(clock, 60)
         assert not session.transport.closing

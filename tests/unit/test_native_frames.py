@@ -14,14 +14,9 @@ from websockets.streams import StreamReader
 
 from hubbub.app import create_app
 from hubbub.node import Node
-from hubbub.transports.native import (
-    _SLICE,
-    _TURN_FRAMES,
-    NativeWebSocketProtocol,
-    _Flusher,
-    _FrameCache,
-    frame,
-)
+from hubbub.transports.flush import Flusher, FrameCache, frame
+from hubbub.transports.native import NativeWebSocketProtocol
+from hubbub.transports.reading import _SLICE, _TURN_FRAMES
 
 
 def parse(data: bytes) -> Frame:
@@ -49,7 +44,7 @@ def test_frames_round_trip(size: int, opcode: Opcode) -> None:
 
 
 def test_the_cache_frames_one_payload_once() -> None:
-    cache = _FrameCache()
+    cache = FrameCache()
     payload = b'{"push":{"channel":"news","pub":{"data":{"n":1}}}}'
     first = cache.get(payload, Opcode.TEXT.value)
     assert cache.get(payload, Opcode.TEXT.value) is first  # the same object, not a rebuild
@@ -73,7 +68,7 @@ class SlowConnection:
 
 async def test_a_long_flush_makes_the_next_one_gather() -> None:
     loop = asyncio.get_running_loop()
-    flusher = _Flusher(loop, 0.0)
+    flusher = Flusher(loop, 0.0)
     conn = SlowConnection(0.2)
     flusher.mark(conn)  # type: ignore[arg-type]
     await asyncio.sleep(0)  # the first flush runs at the end of the iteration
@@ -91,7 +86,7 @@ async def test_a_long_flush_makes_the_next_one_gather() -> None:
 
 async def test_a_short_flush_does_not_delay_the_next() -> None:
     loop = asyncio.get_running_loop()
-    flusher = _Flusher(loop, 0.0)
+    flusher = Flusher(loop, 0.0)
     conn = SlowConnection(0.0)
     for _ in range(3):
         flusher.mark(conn)  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ from websockets.frames import Opcode
 
 from hubbub.app import create_app
 from hubbub.node import Node
-from hubbub.transports.native import NativeWebSocketProtocol, _Group, frame
+from hubbub.transports.flush import FrameGroup, frame
+from hubbub.transports.native import NativeWebSocketProtocol
 
 TEXT = Opcode.TEXT.value
 
@@ -58,7 +59,7 @@ def f(data: bytes) -> bytes:
     return frame(TEXT, data)
 
 
-def setup(members: int) -> tuple[_Group, list[NativeWebSocketProtocol], list[Socket]]:
+def setup(members: int) -> tuple[FrameGroup, list[NativeWebSocketProtocol], list[Socket]]:
     node = Node(suite_settings())
     made = [connection(node) for _ in range(members)]
     conns = [conn for conn, _ in made]

@@ -122,6 +122,7 @@ def _same(a: Command, b: Command) -> bool:
     return msgspec.to_builtins(a, enc_hook=bytes) == msgspec.to_builtins(b, enc_hook=bytes)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(commands)
 def test_round_trip(command: Command) -> None:

@@ -17,7 +17,8 @@ from hubbub.clock import FakeClock
 from hubbub.engines.base import engine_unavailable
 from hubbub.engines.memory import MemoryBroker, MemoryPresenceManager
 from hubbub.engines.retry import RetryQueue
-from hubbub.node import Node, user_presence_key
+from hubbub.index import user_presence_key
+from hubbub.node import Node
 from hubbub.protocol.messages import ClientInfo
 from hubbub.session import Session
 

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.conftest import SECRET, suite_settings
@@ -52,6 +53,7 @@ ALLOWED_ERRORS = {int(c) for c in ErrorCode}
 ALLOWED_CLOSES = {int(c) for c in DisconnectCode}
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(COMMANDS, min_size=1, max_size=4), min_size=1, max_size=6))
 def test_any_command_sequence(frames: list[list[Any]]) -> None:

@@ -73,7 +73,7 @@ async def subscribed(h: Harness, publications: int) -> tuple[Session, str]:
 def live(h: Harness, data: Any, offset: int, epoch: str) -> None:
     """Hand the node a publication as the engine would deliver it."""
     pub = Publication(data=msgspec.Raw(msgspec.json.encode(data)), offset=offset)
-    h.node.handle_publication("news", pub, StreamPosition(offset, epoch))
+    h.node.events.handle_publication("news", pub, StreamPosition(offset, epoch))
 
 
 async def unsubscribe_push(session: Session) -> dict[str, Any]:
@@ -124,7 +124,7 @@ async def test_the_check_after_a_reconnect_retries_until_it_completes(h: Harness
     # The stream was lost while the engine was away (its position outlived): a new epoch.
     h.clock.advance(31 * 24 * 3600)
     broker.failures = 3  # the first reads fail, as on connections that died with the server
-    h.node.handle_reconnect(["news"])
+    h.node.events.handle_reconnect(["news"])
     assert await unsubscribe_push(session) == {"code": 2500, "reason": "insufficient state"}
     assert h.node.counters["engine.gap_check_retries"] == 3
     assert h.node.counters["engine.stream_new_epoch"] == 1
@@ -134,7 +134,7 @@ async def test_the_check_after_a_reconnect_leaves_continuing_subscribers_alone(
     h: Harness,
 ) -> None:
     session, _ = await subscribed(h, 3)
-    h.node.handle_reconnect(["news"])
+    h.node.events.handle_reconnect(["news"])
     for _ in range(int(20 * UNIT)):
         await asyncio.sleep(0.01)
     assert transport(session).sent == []

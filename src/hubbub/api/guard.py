@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers
 
-from hubbub.transports.asgi import origin_allowed
+from hubbub.transports.admission import origin_allowed
 
 JSON_MEDIA_TYPE = "application/json"
 

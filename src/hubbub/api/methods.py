@@ -20,6 +20,7 @@ import msgspec
 from hubbub.api import requests as rq
 from hubbub.engines.base import StreamPosition
 from hubbub.node import Node
+from hubbub.payload import to_payload
 from hubbub.protocol.codes import DisconnectCode, ErrorCode, ProtocolError, error
 from hubbub.protocol.messages import EMPTY
 
@@ -45,8 +46,9 @@ def _payload(data: msgspec.Raw, b64: str, name: str, *, required: bool) -> msgsp
             decoded = base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
             raise _bad(f"b64{name} is not valid base64") from None
-        # Checked by the node against the channel: JSON unless its namespace publishes binary.
-        return msgspec.Raw(decoded) if decoded else EMPTY
+        # Taken verbatim here; checked by the node against the channel (JSON unless its
+        # namespace publishes binary), with the same to_payload.
+        return to_payload(decoded, binary=True)
     if data is EMPTY and required:
         raise _bad(f"{name} required")
     return data

@@ -19,7 +19,8 @@ from hubbub.engines.base import (
     PublishResult,
     ReapedEntry,
 )
-from hubbub.engines.redis import RedisBroker, RedisPresenceManager
+from hubbub.engines.redis_broker import RedisBroker
+from hubbub.engines.redis_presence import RedisPresenceManager
 from hubbub.protocol.messages import ClientInfo, Publication
 
 

@@ -10,15 +10,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any
 
-from hubbub.limits import client_address
-from hubbub.node import Node
-from hubbub.protocol.codec import JSON, PROTOBUF, Codec
+from hubbub.protocol.codec import Codec
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.session import Session
+from hubbub.transports.admission import Knock, Refusal
 from hubbub.transports.outbox import Outbox
+
+if TYPE_CHECKING:
+    from hubbub.node import Node
 
 log = logging.getLogger("hubbub.transport")
 
@@ -27,38 +28,12 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-JSON_SUBPROTOCOL = "centrifuge-json"
-PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
-
 
 def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers", ()):
         if key == name:
             return bytes(value).decode("latin-1")
     return ""
-
-
-def origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
-    """Whether a browser handshake from ``origin`` may connect.
-
-    No Origin header (non-browser clients) is allowed. Otherwise the origin must match an entry
-    of ``allowed`` (``*`` allows any; ``https://*.example.com`` style wildcards match
-    subdomains), or, with an empty list, be the same host as the request.
-    """
-    if not origin:
-        return True
-    if not allowed:
-        return urlsplit(origin).netloc.lower() == host.lower()
-    origin = origin.lower()
-    for pattern in allowed:
-        pattern = pattern.lower()
-        if pattern in ("*", origin):
-            return True
-        if "*" in pattern:
-            prefix, _, suffix = pattern.partition("*")
-            if origin.startswith(prefix) and origin.endswith(suffix):
-                return True
-    return False
 
 
 _refused: ContextVar[bool] = ContextVar("hubbub_handshake_refused", default=False)
@@ -138,52 +113,27 @@ class WebSocketEndpoint:
             return
         client = scope.get("client") or ("", 0)
         remote = f"{client[0]}:{client[1]}"
-        if self.node.draining:
-            # Shutting down: refuse, so the client's reconnect lands on another node.
-            await refuse_handshake(scope, send, 503, "shutting down")
-            return
-        limits = self.node.settings.limits
-        ip = client_address(
-            str(client[0]), _header(scope, b"x-forwarded-for"), limits.trusted_proxies
+        knock = Knock(
+            peer=str(client[0]),
+            forwarded_for=_header(scope, b"x-forwarded-for"),
+            origin=_header(scope, b"origin"),
+            host=_header(scope, b"host"),
+            subprotocols=list(scope.get("subprotocols") or ()),
+            query=scope.get("query_string", b"").decode("latin-1"),
         )
-        if (limits.max_connections and self.node.open_sockets >= limits.max_connections) or (
-            limits.connections_per_ip and self.node.sockets_by_ip[ip] >= limits.connections_per_ip
-        ):
-            log.warning("refused WebSocket from %s: connection limit", remote)
-            self.node.counters["handshake.connection_limit"] += 1
-            await refuse_handshake(scope, send, 503, "connection limit")
+        admitted = self.node.admission.admit(knock, draining=self.node.draining)
+        if isinstance(admitted, Refusal):
+            admitted.record(self.node.counters, remote)
+            await refuse_handshake(scope, send, admitted.status, admitted.reason)
             return
-        settings = self.node.settings.client
-        origin = _header(scope, b"origin")
-        if not origin_allowed(origin, _header(scope, b"host"), settings.allowed_origins):
-            log.warning("refused WebSocket from %s: origin %r not allowed", remote, origin)
-            self.node.counters["handshake.origin_refused"] += 1
-            await refuse_handshake(scope, send, 403, "origin not allowed")
-            return
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        offered = list(scope.get("subprotocols") or ())
-        # The format is chosen once per connection: the subprotocol, or a query parameter for
-        # clients that cannot set one.
-        wants_protobuf = PROTOBUF_SUBPROTOCOL in offered or "protobuf" in (
-            query.get("format", []) + query.get("cf_protocol", [])
-        )
-        accept: Message = {"type": "websocket.accept"}
-        if PROTOBUF_SUBPROTOCOL in offered:
-            accept["subprotocol"] = PROTOBUF_SUBPROTOCOL
-        elif JSON_SUBPROTOCOL in offered:
-            accept["subprotocol"] = JSON_SUBPROTOCOL
-        await send(accept)
-        frame_pings = query.get("cf_ws_frame_ping_pong", [""])[0] == "true"
-        codec = PROTOBUF if wants_protobuf else JSON
-        self.node.open_sockets += 1
-        self.node.sockets_by_ip[ip] += 1
         try:
-            await self._serve(send, receive, remote, codec, frame_pings)
+            accept: Message = {"type": "websocket.accept"}
+            if admitted.subprotocol is not None:
+                accept["subprotocol"] = admitted.subprotocol
+            await send(accept)
+            await self._serve(send, receive, remote, admitted.codec, admitted.frame_pings)
         finally:
-            self.node.open_sockets -= 1
-            self.node.sockets_by_ip[ip] -= 1
-            if not self.node.sockets_by_ip[ip]:
-                del self.node.sockets_by_ip[ip]
+            admitted.release()
 
     async def _serve(
         self, send: Send, receive: Receive, remote: str, codec: Codec, frame_pings: bool

@@ -22,8 +22,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hubbub.transports.app_node import node_of
 from hubbub.transports.handshake import refusal
-from hubbub.transports.serving import node_of
 
 log = logging.getLogger("hubbub.transport")
 

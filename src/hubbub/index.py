@@ -1,0 +1,310 @@
+"""The local index: who on this node receives a publication.
+
+The index keeps this node's connections (by client id and by user) and each channel's local
+subscribers, and fans the engine's publications, joins and leaves out to them. Each
+publication is encoded once per wire format and the same bytes are queued on every
+subscriber's transport, without awaiting any of them.
+
+The index never imports the node: it is given the engine's broker (to subscribe the node to a
+channel when its first local subscriber comes, and to unsubscribe it when the last one goes)
+and the node's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from hubbub.clock import Clock
+from hubbub.engines.base import Broker, StreamPosition
+from hubbub.limits import TokenBucket
+from hubbub.protocol.codec import Codec
+from hubbub.protocol.messages import ClientInfo, JoinLeave, Publication, Push
+
+if TYPE_CHECKING:
+    from hubbub.session import Session
+    from hubbub.subscription import Subscription
+    from hubbub.transports.base import Group, Transport
+
+
+USER_PRESENCE_PREFIX = "\x01connections#"
+
+
+def user_presence_key(user: str) -> str:
+    """Where a user's connections are counted in the presence manager: a name no channel can
+    have (channel names are printable ASCII), so it never mixes with a channel's presence."""
+    return USER_PRESENCE_PREFIX + user
+
+
+class Subscriber(Protocol):
+    """What the channel index holds: a connection's side of fan-out. Sessions are the usual
+    ones; plain-text endpoints (the tutorial chat) are others."""
+
+    client_id: str
+    codec: Codec
+    subscriptions: dict[str, Subscription]
+
+    def deliver(self, channel: str, pub: Publication, data: bytes, epoch: str) -> None: ...
+
+    def deliver_join_leave(self, channel: str, data: bytes) -> None: ...
+
+    async def recover_gap(self, sub: Subscription) -> None: ...
+
+
+class LocalIndex:
+    """This node's connections and channel subscribers, and the fan-out to them.
+
+    Its ``handle_publication``, ``handle_join`` and ``handle_leave`` are the engine's events
+    (see :class:`~hubbub.engines.base.BrokerEventHandler`): called on the event loop, they
+    never await.
+
+    Args:
+        broker: the engine's broker, subscribed to the channels that have local subscribers.
+        counters: the node's counters (``deliveries`` is counted here).
+
+    Attributes:
+        sessions: every local connection that completed ``connect``, by client id.
+        users: the same connections by user, then client id.
+        channels: every local subscriber of a channel, by client id.
+        direct: of a channel's subscribers, those delivered to one by one (positions tracked,
+            reply not yet written, transports without groups).
+        groups: the others, in a transport group per wire format, written to together.
+
+    A user's connections here also share one command bucket (:meth:`user_bucket`), forgotten
+    with the user's last connection.
+    """
+
+    def __init__(self, broker: Broker, counters: Counter[str]) -> None:
+        self.broker = broker
+        self.counters = counters
+        self.sessions: dict[str, Session] = {}
+        self.users: dict[str, dict[str, Session]] = {}
+        self.channels: dict[str, dict[str, Subscriber]] = {}
+        self.direct: dict[str, dict[str, Subscriber]] = {}
+        self.groups: dict[str, dict[Codec, Group]] = {}
+        # Channels whose engine subscription is on its way -> done when it is made.
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
+        self._user_buckets: dict[str, TokenBucket] = {}
+
+    # -----------------------------------------------------------------------------------------
+    # Connections
+
+    def register(self, session: Session) -> None:
+        """Index a connection that completed ``connect``."""
+        self.sessions[session.client_id] = session
+        self.users.setdefault(session.user, {})[session.client_id] = session
+
+    def unregister(self, session: Session) -> None:
+        """Forget a connection (and its user's command bucket with its user's last one)."""
+        self.sessions.pop(session.client_id, None)
+        conns = self.users.get(session.user)
+        if conns is not None:
+            conns.pop(session.client_id, None)
+            if not conns:
+                del self.users[session.user]
+                self._user_buckets.pop(session.user, None)
+
+    def user_bucket(self, user: str, rate: float, burst: float, clock: Clock) -> TokenBucket:
+        """The command bucket ``user``'s connections here share, made on first use; its
+        ``rate`` is set again each time (the node's share changes as nodes come and go)."""
+        bucket = self._user_buckets.get(user)
+        if bucket is None:
+            bucket = self._user_buckets[user] = TokenBucket(rate, burst, clock)
+        else:
+            bucket.rate = rate
+        return bucket
+
+    def user_connections(self, user: str) -> int:
+        """How many connections ``user`` has on this node."""
+        return len(self.users.get(user, ()))
+
+    def targets(self, user: str, client: str = "") -> list[Session]:
+        """``user``'s local connections, or only ``client`` when given (if it is ``user``'s)."""
+        if client:
+            session = self.sessions.get(client)
+            return [session] if session is not None and session.user == user else []
+        return list(self.users.get(user, {}).values())
+
+    # -----------------------------------------------------------------------------------------
+    # Channels
+
+    async def add_subscriber(self, channel: str, session: Subscriber) -> None:
+        """Index ``session`` under ``channel``; the first local subscriber subscribes the node
+        to the channel in the engine. Returns once the node receives the channel.
+
+        Raises:
+            whatever the engine's ``subscribe`` raised; the channel is then forgotten, with
+            every subscriber that was waiting for it.
+        """
+        subs = self.channels.get(channel)
+        if subs is not None:
+            subs[session.client_id] = session
+            self.direct.setdefault(channel, {})[session.client_id] = session
+            pending = self._subscribing.get(channel)
+            if pending is not None:
+                await asyncio.shield(pending)
+            return
+        self.channels[channel] = {session.client_id: session}
+        self.direct[channel] = {session.client_id: session}
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._subscribing[channel] = done
+        try:
+            await self.broker.subscribe(channel)
+        except BaseException as exc:
+            self._forget(channel)
+            done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            done.exception()  # mark retrieved: waiters get it through shield
+            raise
+        else:
+            done.set_result(None)
+        finally:
+            self._subscribing.pop(channel, None)
+
+    def group_subscriber(
+        self, channel: str, client_id: str, codec: Codec, transport: Transport
+    ) -> bool:
+        """Deliver ``channel`` to this subscriber through its transport's group for the
+        channel and wire format (created on first use) instead of one by one. For live
+        subscribers whose publications need no per-connection check (no tracked position).
+        False when the transport has no groups or the subscriber is not (or no longer) here.
+        """
+        direct = self.direct.get(channel)
+        if direct is None or client_id not in direct or transport.closing:
+            return False
+        groups = self.groups.get(channel)
+        group = groups.get(codec) if groups is not None else None
+        if group is None:
+            group = transport.new_group()
+            if group is None:
+                return False
+            self.groups.setdefault(channel, {})[codec] = group
+        del direct[client_id]
+        if not direct:
+            del self.direct[channel]
+        group.add(client_id, transport)
+        return True
+
+    async def remove_subscriber(self, channel: str, session: Subscriber) -> None:
+        """Drop ``session`` from ``channel``; the last one unsubscribes the node."""
+        subs = self.channels.get(channel)
+        if subs is None or subs.pop(session.client_id, None) is None:
+            return
+        self._unindex(channel, session.client_id)
+        if not subs:
+            self._forget(channel)
+            await self.broker.unsubscribe(channel)
+
+    def _unindex(self, channel: str, client_id: str) -> None:
+        """Take ``client_id`` out of ``channel``'s direct subscribers or its group."""
+        direct = self.direct.get(channel)
+        if direct is not None and direct.pop(client_id, None) is not None:
+            if not direct:
+                del self.direct[channel]
+            return
+        groups = self.groups.get(channel)
+        if groups is None:
+            return
+        for codec, group in list(groups.items()):
+            if group.discard(client_id):
+                if not len(group):
+                    del groups[codec]
+                break
+        if not groups:
+            del self.groups[channel]
+
+    def _forget(self, channel: str) -> None:
+        """The empty-channel rule, in one place: a channel without local subscribers (the
+        last one left, or the engine refused the first) is in none of the maps. Whether the
+        engine is told (it is when the last one left) is up to the caller."""
+        self.channels.pop(channel, None)
+        self.direct.pop(channel, None)
+        self.groups.pop(channel, None)
+
+    def channel_counts(self, pattern: str = "") -> dict[str, int]:
+        """Channels with local subscribers and their subscriber counts, filtered by a glob."""
+        return {
+            name: len(subs)
+            for name, subs in self.channels.items()
+            if not pattern or fnmatch.fnmatchcase(name, pattern)
+        }
+
+    def subscriptions_count(self) -> int:
+        """Local subscriptions over all channels."""
+        return sum(len(s) for s in self.channels.values())
+
+    # -----------------------------------------------------------------------------------------
+    # Engine events: fan-out, never awaits.
+
+    def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
+        """Queue ``pub`` on every local subscriber of ``channel``."""
+        subs = self.channels.get(channel)
+        if not subs:
+            return
+        push = Push(channel=channel, pub=pub)
+        # Encoded once per wire format present among the subscribers, not per subscriber.
+        encoded: dict[Codec, bytes] = {}
+        groups = self.groups.get(channel)
+        if groups is not None:
+            for fmt, group in groups.items():
+                data = encoded[fmt] = fmt.encode_push(push)
+                group.send(data)
+        direct = self.direct.get(channel)
+        if direct is not None:
+            for session in list(direct.values()):
+                fmt = session.codec
+                data = encoded.get(fmt) or encoded.setdefault(fmt, fmt.encode_push(push))
+                session.deliver(channel, pub, data, position.epoch)
+        self.counters["deliveries"] += len(subs)
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        """Tell ``channel``'s local subscribers that ``info`` joined."""
+        self._fan_out_join_leave(channel, Push(channel=channel, join=JoinLeave(info=info)))
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        """Tell ``channel``'s local subscribers that ``info`` left."""
+        self._fan_out_join_leave(channel, Push(channel=channel, leave=JoinLeave(info=info)))
+
+    def _fan_out_join_leave(self, channel: str, push: Push) -> None:
+        subs = self.channels.get(channel)
+        if not subs:
+            return
+        encoded: dict[Codec, bytes] = {}
+        for session in list(subs.values()):
+            fmt = session.codec
+            data = encoded.get(fmt) or encoded.setdefault(fmt, fmt.encode_push(push))
+            session.deliver_join_leave(channel, data)
+
+
+class EngineEvents:
+    """The engine's event handler (:class:`~hubbub.engines.base.BrokerEventHandler`): fan-out
+    goes straight to the index (bound methods: no extra call per publication), control
+    messages and reconnects to the handlers given.
+
+    Args:
+        index: receives publications, joins and leaves.
+        on_control: receives control messages from other nodes.
+        on_reconnect: told that the engine is back, with the channels subscribed again.
+    """
+
+    __slots__ = (
+        "handle_control",
+        "handle_join",
+        "handle_leave",
+        "handle_publication",
+        "handle_reconnect",
+    )
+
+    def __init__(
+        self,
+        index: LocalIndex,
+        on_control: Callable[[bytes], None],
+        on_reconnect: Callable[[list[str]], None],
+    ) -> None:
+        self.handle_publication = index.handle_publication
+        self.handle_join = index.handle_join
+        self.handle_leave = index.handle_leave
+        self.handle_control = on_control
+        self.handle_reconnect = on_reconnect

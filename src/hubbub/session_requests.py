@@ -1,0 +1,163 @@
+"""The requests of a connected session that leave it as it was: ``publish``, ``presence``,
+``presence_stats``, ``history``, ``rpc`` and ``send``.
+
+Each checks the session's permission in the namespace (the error codes of
+:class:`~hubbub.channels.ChannelRules`), then asks the session's node.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hubbub.engines.base import HistoryFilter, StreamPosition
+from hubbub.payload import to_payload
+from hubbub.protocol.codes import (
+    Disconnect,
+    DisconnectCode,
+    ErrorCode,
+    ProtocolError,
+    disconnect,
+    error,
+)
+from hubbub.protocol.messages import (
+    ChannelRequest,
+    EmptyResult,
+    HistoryRequest,
+    HistoryResult,
+    PresenceResult,
+    PresenceStatsResult,
+    PublishRequest,
+    Reply,
+    RPCRequest,
+    RPCResult,
+    SendRequest,
+)
+from hubbub.session_connect import State
+from hubbub.session_subscribe import check_readable
+
+if TYPE_CHECKING:
+    from hubbub.session import Session
+
+
+def _check_channel(channel: str) -> None:
+    if not channel:
+        raise error(ErrorCode.BAD_REQUEST, "bad request: empty channel")
+
+
+async def publish(session: Session, cmd_id: int, req: PublishRequest) -> Reply:
+    """The ``publish`` command, as the subscription's info when subscribed."""
+    _check_channel(req.channel)
+    sub = session.subscriptions.get(req.channel)
+    opts = session.node.rules.check_publish(
+        req.channel, session.user, subscribed=sub is not None, insecure=session._insecure
+    )
+    if not req.data:
+        raise error(ErrorCode.BAD_REQUEST, "bad request: empty data")
+    data = req.data
+    if session.codec.binary and not opts.binary:
+        # JSON clients may read this channel: the bytes must be JSON text (checked, and raw
+        # newlines dropped since they would split a JSON frame).
+        data = to_payload(bytes(data))
+    info = sub.info if sub is not None else session.info
+    await session.node.publish_with_options(req.channel, data, opts, info=info)
+    return Reply(id=cmd_id, publish=EmptyResult())
+
+
+def _check_presence(session: Session, channel: str) -> None:
+    # The rules answer 108 when presence is off, before the node would.
+    _check_channel(channel)
+    session.node.rules.check_presence(
+        channel,
+        session.user,
+        subscribed=channel in session.subscriptions,
+        insecure=session._insecure,
+    )
+
+
+async def presence(session: Session, cmd_id: int, req: ChannelRequest) -> Reply:
+    """The ``presence`` command: who is in the channel."""
+    _check_presence(session, req.channel)
+    clients = await session.node.presence(req.channel)
+    return Reply(id=cmd_id, presence=PresenceResult(presence=clients))
+
+
+async def presence_stats(session: Session, cmd_id: int, req: ChannelRequest) -> Reply:
+    """The ``presence_stats`` command: how many clients and users are in the channel."""
+    _check_presence(session, req.channel)
+    stats = await session.node.presence_stats(req.channel)
+    return Reply(
+        id=cmd_id,
+        presence_stats=PresenceStatsResult(
+            num_clients=stats.num_clients, num_users=stats.num_users
+        ),
+    )
+
+
+async def history(session: Session, cmd_id: int, req: HistoryRequest) -> Reply:
+    """The ``history`` command, its limit capped by ``history_max_publication_limit``."""
+    _check_channel(req.channel)
+    node = session.node
+    opts = node.rules.check_history(
+        req.channel,
+        session.user,
+        subscribed=req.channel in session.subscriptions,
+        insecure=session._insecure,
+    )
+    check_readable(session, opts)
+    cap = session._settings.history_max_publication_limit
+    limit = req.limit
+    if limit < 0 or limit > cap:
+        limit = cap
+    since = None
+    if req.since is not None:
+        if req.reverse and req.since.offset == 0:
+            raise error(ErrorCode.BAD_REQUEST, "bad request: reverse history needs an offset")
+        since = StreamPosition(req.since.offset, req.since.epoch)
+    hist = await node.read_history(
+        req.channel, HistoryFilter(limit=limit, since=since, reverse=req.reverse), opts
+    )
+    return Reply(
+        id=cmd_id,
+        history=HistoryResult(
+            publications=hist.publications,
+            epoch=hist.position.epoch,
+            offset=hist.position.offset,
+        ),
+    )
+
+
+async def rpc(session: Session, cmd_id: int, req: RPCRequest) -> Reply:
+    """The ``rpc`` command: the application's handler of the method answers (104 without
+    one; a handler's own failure is logged and answered 100)."""
+    handler = session.node.rpc_handlers.get(req.method)
+    if handler is None:
+        raise error(ErrorCode.METHOD_NOT_FOUND)
+    try:
+        data = await handler(session, req.data)
+    except (ProtocolError, Disconnect):
+        raise
+    except Exception:
+        session.log.exception("rpc handler %r failed", req.method)
+        raise error(ErrorCode.INTERNAL) from None
+    return Reply(id=cmd_id, rpc=RPCResult(data=data))
+
+
+async def send(session: Session, req: SendRequest) -> None:
+    """The ``send`` message (no reply): the application's send handler takes it (3508
+    without one); a handler's own failure is logged only."""
+    handler = session.node.send_handler
+    if handler is None:
+        raise disconnect(DisconnectCode.NOT_AVAILABLE)
+    if session.state is not State.CONNECTED:
+        raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: connect first")
+    try:
+        await handler(session, req.data)
+    except Disconnect:
+        raise
+    except Exception:
+        session.log.exception("send handler failed")
+
+
+async def send_command(session: Session, cmd_id: int, req: SendRequest) -> None:
+    """``send`` with a command id: handled as without one, and never answered."""
+    await send(session, req)

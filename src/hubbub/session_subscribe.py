@@ -1,0 +1,382 @@
+"""A session's channels: the ``subscribe``, ``unsubscribe`` and ``sub_refresh`` commands,
+server-side subscriptions, recovery from history, going live, subscription expiry, leaving.
+
+A subscription is registered before its reply is prepared, so no publication is lost
+meanwhile: those wait in ``sub.pending`` until :func:`activate` (after the reply is written)
+merges them by offset. The decisions themselves (flags, recovery verdict, offset checks) are
+the pure functions of :mod:`hubbub.subscription`.
+
+Functions of one :class:`~hubbub.session.Session`, which they may change (including its
+underscored state); they talk to the session's node only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from hubbub.auth import SubscriptionClaims, TokenExpired, TokenInvalid
+from hubbub.config import ChannelOptions
+from hubbub.engines.base import HistoryFilter, StreamPosition
+from hubbub.protocol.codes import (
+    UNSUBSCRIBE_REASONS,
+    DisconnectCode,
+    ErrorCode,
+    ProtocolError,
+    UnsubscribeCode,
+    disconnect,
+    error,
+)
+from hubbub.protocol.messages import (
+    EMPTY,
+    ChannelRequest,
+    ClientInfo,
+    EmptyResult,
+    Push,
+    Reply,
+    SubRefreshRequest,
+    SubRefreshResult,
+    SubscribePush,
+    SubscribeRequest,
+    SubscribeResult,
+    UnsubscribePush,
+)
+from hubbub.subscription import Subscription, recovery_complete, subscription_flags
+
+if TYPE_CHECKING:
+    from hubbub.session import Session
+
+
+def check_readable(session: Session, opts: ChannelOptions) -> None:
+    """Raise 107 when the channel carries binary data the session's format cannot hold."""
+    if opts.binary and not session.codec.binary:
+        raise error(
+            ErrorCode.BAD_REQUEST,
+            "bad request: this channel carries binary data; connect with the Protobuf format",
+        )
+
+
+async def subscribe(session: Session, cmd_id: int, req: SubscribeRequest) -> Reply | None:
+    """The ``subscribe`` command: check, subscribe, reply (written here), go live."""
+    node = session.node
+    channel = req.channel
+    if not channel:
+        raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: empty channel")
+    node.rules.validate(channel)
+    if channel in session.subscriptions:
+        raise error(ErrorCode.ALREADY_SUBSCRIBED)
+    if len(session.subscriptions) >= session._settings.channel_limit:
+        raise error(ErrorCode.LIMIT_EXCEEDED)
+    claims: SubscriptionClaims | None = None
+    if req.token:
+        claims = _verify_token(session, channel, req.token)
+    opts = node.rules.check_subscribe(
+        channel,
+        session.user,
+        has_valid_token=claims is not None,
+        insecure=session._insecure,
+    )
+    if claims is not None and claims.override is not None:
+        opts = claims.override.apply(opts)
+    check = node.subscribe_checks.get(node.rules.namespace_of(channel))
+    if check is not None:
+        await check(session, channel)
+    now = node.clock.time()
+    if claims is not None and claims.expire_at is not None and claims.expire_at <= now:
+        raise error(ErrorCode.EXPIRED)
+    sub, result = await add_subscription(
+        session,
+        channel,
+        opts,
+        chan_info=claims.info if claims else EMPTY,
+        data=claims.data if claims else EMPTY,
+        recover=req,
+        server_side=False,
+        join_leave_requested=req.join_leave,
+    )
+    if claims is not None and claims.expire_at is not None:
+        sub.expire_at = claims.expire_at
+        result.expires = True
+        result.ttl = max(int(claims.expire_at - now), 1)
+        _arm_expiry(session, sub)
+    if req.flag & 2 and result.was_recovering and not result.recovered and sub.recoverable:
+        await remove_subscription(session, channel)
+        raise error(ErrorCode.UNRECOVERABLE_POSITION)
+    session._write(Reply(id=cmd_id, subscribe=result))
+    await activate(session, sub)
+    return None
+
+
+def _verify_token(session: Session, channel: str, token: str) -> SubscriptionClaims:
+    try:
+        claims = session.node.verifier.verify_subscription(token)
+    except TokenExpired:
+        raise error(ErrorCode.TOKEN_EXPIRED) from None
+    except TokenInvalid:
+        raise error(ErrorCode.PERMISSION_DENIED) from None
+    if claims.channel != channel or claims.user != session.user:
+        raise disconnect(DisconnectCode.INVALID_TOKEN, "invalid token: channel or user")
+    if claims.client and claims.client != session.client_id:
+        raise disconnect(DisconnectCode.INVALID_TOKEN, "invalid token: client")
+    return claims
+
+
+async def server_subscribe(
+    session: Session,
+    channel: str,
+    *,
+    chan_info: msgspec.Raw,
+    data: msgspec.Raw,
+    recover_since: StreamPosition | None,
+) -> None:
+    """Subscribe a connected session on the server's initiative (subscribe push); see
+    :meth:`hubbub.session.Session.server_subscribe`."""
+    if channel in session.subscriptions:
+        raise error(ErrorCode.ALREADY_SUBSCRIBED)
+    node = session.node
+    node.rules.validate(channel)
+    opts = node.rules.options(channel)
+    recover = None
+    if recover_since is not None:
+        recover = SubscribeRequest(
+            channel=channel,
+            recover=True,
+            offset=recover_since.offset,
+            epoch=recover_since.epoch,
+        )
+    sub, result = await add_subscription(
+        session,
+        channel,
+        opts,
+        chan_info=chan_info,
+        data=data,
+        recover=recover,
+        server_side=True,
+        join_leave_requested=False,
+    )
+    push = SubscribePush(
+        recoverable=result.recoverable,
+        epoch=result.epoch,
+        offset=result.offset,
+        positioned=result.positioned,
+        data=result.data,
+    )
+    codec, transport = session.codec, session.transport
+    transport.write(codec.encode_push(Push(channel=channel, subscribe=push)))
+    # Recovered publications of a server-side subscription made at runtime go out as pushes.
+    for pub in result.publications:
+        transport.write(codec.encode_push(Push(channel=channel, pub=pub)))
+    await activate(session, sub)
+
+
+async def add_subscription(
+    session: Session,
+    channel: str,
+    opts: ChannelOptions,
+    *,
+    chan_info: msgspec.Raw,
+    data: msgspec.Raw,
+    recover: SubscribeRequest | None,
+    server_side: bool,
+    join_leave_requested: bool,
+) -> tuple[Subscription, SubscribeResult]:
+    """Register a subscription and compute its result; publications arriving meanwhile wait
+    in ``sub.pending`` until :func:`activate` (after the reply is written).
+
+    On any failure the subscription is removed again (without a leave message) and the
+    error propagates.
+    """
+    node = session.node
+    check_readable(session, opts)
+    flags = subscription_flags(
+        opts,
+        server_side=server_side,
+        wants_recovery=recover is not None and (recover.recoverable or recover.recover),
+        wants_positioning=recover is not None and recover.positioned,
+        wants_join_leave=join_leave_requested,
+    )
+    info = ClientInfo(
+        user=session.user,
+        client=session.client_id,
+        conn_info=session.info.conn_info,
+        chan_info=chan_info,
+    )
+    sub = Subscription(
+        channel=channel,
+        options=opts,
+        info=info,
+        server_side=server_side,
+        recoverable=flags.positioned,
+        push_join_leave=flags.push_join_leave,
+        reconnects=node.engine_reconnects,
+    )
+    session.subscriptions[channel] = sub
+    result = SubscribeResult(data=data)
+    try:
+        await node.add_subscriber(channel, session)
+        if flags.positioned:
+            result.recoverable = flags.recoverable
+            result.positioned = True
+            if recover is not None and recover.recover:
+                result.was_recovering = True
+                await _recover(session, sub, recover, result)
+            else:
+                top = await node.stream_top(channel, opts)
+                result.epoch, result.offset = top.epoch, top.offset
+            sub.offset = result.offset
+            sub.epoch = result.epoch
+            if result.publications:
+                sub.offset = result.publications[-1].offset
+        elif recover is not None and recover.recover:
+            result.was_recovering = True
+        if opts.presence:
+            await node.add_presence(channel, info)
+    except BaseException:
+        await remove_subscription(session, channel, announce=False)
+        raise
+    return sub, result
+
+
+async def _recover(
+    session: Session, sub: Subscription, req: SubscribeRequest, result: SubscribeResult
+) -> None:
+    """Fill ``result`` with the publications the client missed since ``req``'s position, or
+    with the stream top when they cannot all be given (not recovered)."""
+    node = session.node
+    limit = session._settings.recovery_max_publication_limit
+    hist = await node.read_history(
+        sub.channel,
+        HistoryFilter(limit=limit, since=StreamPosition(req.offset, "")),
+        sub.options,
+    )
+    top = hist.position
+    pubs = hist.publications
+    recovered = recovery_complete(req.offset, req.epoch, top.offset, top.epoch, pubs)
+    result.epoch = top.epoch
+    if recovered:
+        result.recovered = True
+        result.offset = req.offset
+        result.publications = pubs
+    else:
+        result.offset = top.offset
+    node.metrics_recovery(recovered)
+
+
+async def activate(session: Session, sub: Subscription) -> None:
+    """The subscribe reply is written: send what arrived meanwhile, then go live."""
+    node = session.node
+    pending, sub.pending = sub.pending, None
+    if pending:
+        for pub, data, epoch in pending:
+            if sub.stale or session.subscriptions.get(sub.channel) is not sub:
+                break
+            if sub.recoverable and pub.offset:
+                session._judge(sub, pub, data, epoch, merging=True)
+            else:
+                session.transport.write(data)
+    live = session.subscriptions.get(sub.channel) is sub and not sub.stale
+    if live and sub.recoverable and sub.reconnects != node.engine_reconnects:
+        # The engine reconnected while this subscription was set up: its position may
+        # predate the outage, and the check after the reconnect skipped it.
+        node.check_stream(sub.channel)
+    if not sub.recoverable and session.subscriptions.get(sub.channel) is sub:
+        # Nothing to check per publication: the transport may take them for the whole
+        # channel at once.
+        node.group_subscriber(sub.channel, session.client_id, session.codec, session.transport)
+    if sub.options.join_leave:
+        await node.publish_join(sub.channel, sub.info)
+
+
+async def unsubscribe(session: Session, cmd_id: int, req: ChannelRequest) -> Reply:
+    """The ``unsubscribe`` command (a channel not subscribed is fine)."""
+    if req.channel in session.subscriptions:
+        await remove_subscription(session, req.channel)
+    return Reply(id=cmd_id, unsubscribe=EmptyResult())
+
+
+async def remove_subscription(session: Session, channel: str, *, announce: bool = True) -> None:
+    """Forget ``channel``'s subscription here and in the node; leave its presence and, with
+    ``announce``, publish the leave. An unreachable engine is logged, not raised."""
+    sub = session.subscriptions.pop(channel, None)
+    if sub is None:
+        return
+    if sub.expire_timer is not None:
+        sub.expire_timer.cancel()
+    node = session.node
+    try:
+        await node.remove_subscriber(channel, session)
+        if sub.options.presence:
+            await node.remove_presence(channel, session.client_id, session.user)
+        if announce and sub.options.join_leave and sub.pending is None:
+            await node.publish_leave(channel, sub.info)
+    except ProtocolError as exc:
+        # The engine is unreachable: the local state is gone regardless, and the presence
+        # entry expires by itself within presence_ttl.
+        session.log.info("leaving %s while the engine is down: %s", channel, exc.message)
+
+
+async def server_unsubscribe(session: Session, channel: str, code: UnsubscribeCode) -> None:
+    """Drop a subscription on the server's initiative and tell the client why."""
+    if channel not in session.subscriptions:
+        return
+    await remove_subscription(session, channel)
+    push = Push(
+        channel=channel,
+        unsubscribe=UnsubscribePush(code=int(code), reason=UNSUBSCRIBE_REASONS[code]),
+    )
+    session.transport.write(session.codec.encode_push(push))
+
+
+async def sub_refresh(session: Session, cmd_id: int, req: SubRefreshRequest) -> Reply:
+    """The ``sub_refresh`` command: a new subscription token moves the subscription's
+    expiry."""
+    sub = session.subscriptions.get(req.channel)
+    if sub is None:
+        raise error(ErrorCode.PERMISSION_DENIED)
+    if not req.token:
+        raise error(ErrorCode.BAD_REQUEST)
+    node = session.node
+    try:
+        claims = node.verifier.verify_subscription(req.token)
+    except TokenExpired:
+        raise error(ErrorCode.TOKEN_EXPIRED) from None
+    except TokenInvalid:
+        raise disconnect(DisconnectCode.INVALID_TOKEN) from None
+    if claims.channel != req.channel or claims.user != session.user:
+        raise disconnect(DisconnectCode.INVALID_TOKEN, "invalid token: channel or user")
+    if claims.client and claims.client != session.client_id:
+        raise disconnect(DisconnectCode.INVALID_TOKEN, "invalid token: client")
+    now = node.clock.time()
+    result = SubRefreshResult()
+    sub.expire_at = claims.expire_at
+    if claims.expire_at is not None:
+        if claims.expire_at <= now:
+            raise error(ErrorCode.EXPIRED)
+        result.expires = True
+        result.ttl = max(int(claims.expire_at - now), 1)
+    _arm_expiry(session, sub)
+    return Reply(id=cmd_id, sub_refresh=result)
+
+
+def _arm_expiry(session: Session, sub: Subscription) -> None:
+    if sub.expire_timer is not None:
+        sub.expire_timer.cancel()
+        sub.expire_timer = None
+    if sub.expire_at is None:
+        return
+    node = session.node
+    delay = sub.expire_at - node.clock.time() + session._settings.expired_close_delay
+    sub.expire_timer = node.clock.call_later(delay, lambda: node.spawn(_on_expired(session, sub)))
+
+
+async def _on_expired(session: Session, sub: Subscription) -> None:
+    sub.expire_timer = None
+    if session.subscriptions.get(sub.channel) is not sub or sub.expire_at is None:
+        return
+    if sub.expire_at > session.node.clock.time():
+        return
+    if sub.server_side:
+        session.close(disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED))
+    else:
+        await server_unsubscribe(session, sub.channel, UnsubscribeCode.EXPIRED)

@@ -1,0 +1,357 @@
+"""The native transport's read side: frames in, through the sans-I/O protocol of
+``websockets``, to the session.
+
+``websockets`` parses (masking, fragmentation, size limits, control frames and the close
+handshake), which is strict and well tested. Around it, what a server with tens of thousands of
+connections needs: one loop turn parses at most about ``_TURN_FRAMES`` frames of a connection
+(the rest waits, with reading paused), every slice read is charged to the connection's frame
+budget (:mod:`hubbub.transports.budget`), fragments are capped in number, text must be UTF-8
+and of the connection's format, and complete messages reach the session in order through a
+task that exists only while there is something to handle.
+
+:class:`FrameReading` is a mixin of :class:`~hubbub.transports.native.NativeWebSocketProtocol`.
+It builds on the write side (:class:`~hubbub.transports.flush.BatchedWrites`) because reading
+answers: pongs, close frames, and what is queued must leave before a close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, State
+
+from hubbub.clock import running_loop
+from hubbub.protocol.codes import DisconnectCode, disconnect
+from hubbub.transports.budget import charge
+from hubbub.transports.flush import BatchedWrites
+
+if TYPE_CHECKING:
+    from hubbub.node import Node
+    from hubbub.session import Session
+
+log = logging.getLogger("hubbub.transport")
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds a closing connection waits for the peer's close frame before the socket is cut."""
+
+FLOOD_CLOSE_TIMEOUT = 0.5
+"""The same for a connection closed for sending more than its budget: long enough to read the
+close frame, short enough that a flooder which does not read holds nothing for long."""
+
+_INBOX_HIGH = 64  # received messages waiting for the session before reading pauses
+
+# One loop turn parses at most about this many frames of one connection; the rest of what was
+# read waits for the next turn, so a flood of tiny frames (a few microseconds each to parse)
+# cannot hold the event loop: a 256 KiB read of empty frames is 40,000 of them.
+_TURN_FRAMES = 128
+_SLICE = 1024  # bytes parsed between two looks at the turn's count (at most 170 frames)
+
+
+class FrameReading(BatchedWrites):
+    """The read side of a native connection: :meth:`_receive` takes what the socket read."""
+
+    __slots__ = (
+        "_backlog",
+        "_binary",
+        "_budget_at",
+        "_byte_tokens",
+        "_close_timer",
+        "_fragment_opcode",
+        "_fragments",
+        "_frame_tokens",
+        "_inbox",
+        "_paused",
+        "_pong_seen",
+        "_reader",
+        "_ws",
+    )
+
+    # The connection class's own, used here.
+    node: Node
+    _session: Session | None
+    _remote: str
+
+    _ws: Protocol | None
+    _close_timer: asyncio.TimerHandle | None
+    # What was read but not parsed yet: the rest of a turn that used its share of frames.
+    _backlog: bytes
+    # The frame budget: the two token buckets and when they were last charged.
+    _frame_tokens: float
+    _byte_tokens: float
+    _budget_at: float
+    _fragments: list[bytes]
+    _fragment_opcode: Opcode
+    _binary: bool
+    _inbox: list[bytes]
+    _reader: asyncio.Task[None] | None
+    _paused: bool
+    _pong_seen: bool
+
+    def _init_reading(self) -> None:
+        """Set up the read side: nothing read, no parser until the handshake is done."""
+        self._ws = None
+        self._close_timer = None
+        self._backlog = b""
+        self._frame_tokens = 0.0
+        self._byte_tokens = 0.0
+        self._budget_at = 0.0
+        self._fragments = []
+        self._fragment_opcode = Opcode.TEXT
+        self._binary = False
+        # A list, not a deque: an empty deque is a 64-slot block (~600 B) per connection.
+        self._inbox = []
+        self._reader = None
+        self._paused = False
+        self._pong_seen = True
+
+    def _receive(self, data: bytes) -> None:
+        """Parse ``data`` a slice at a time, handling each slice's frames and charging them to
+        the connection's budget. Once this turn handled ``_TURN_FRAMES`` frames, the rest
+        waits for the next loop iteration with reading paused: other connections and timers
+        run in between, however much this one sends."""
+        ws = self._ws
+        assert ws is not None
+        if ws.eof_sent:
+            # Failed (websockets discards whatever comes now): not even buffered.
+            return
+        size = len(data)
+        pos = frames = 0
+        while pos < size:
+            chunk = data if size <= _SLICE else data[pos : pos + _SLICE]
+            pos += _SLICE
+            ws.receive_data(chunk)
+            handled = self._events()
+            frames += handled
+            if not self._spend(handled, len(chunk)):
+                return
+            transport = self._transport
+            if transport is None or transport.is_closing() or ws.eof_sent:
+                return  # closed or failed: the rest is not needed
+            if pos < size and frames >= _TURN_FRAMES:
+                self._hold(data[pos:])
+                return
+
+    def _hold(self, rest: bytes) -> None:
+        """Keep ``rest`` for the next loop iteration and read nothing more until then."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._backlog = rest
+        transport.pause_reading()
+        running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        rest, self._backlog = self._backlog, b""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._receive(rest)
+        if not self._backlog and not self._paused and not transport.is_closing():
+            transport.resume_reading()
+
+    def _spend(self, frames: int, size: int) -> bool:
+        """Charge ``frames`` frames and ``size`` bytes read to the connection's budget (see
+        :mod:`hubbub.transports.budget`). Over the budget the connection is closed (3013) and
+        reading stops; returns False then."""
+        now = self.node.clock.monotonic()
+        self._frame_tokens, self._byte_tokens, over = charge(
+            self.node.settings.limits,
+            self._frame_tokens,
+            self._byte_tokens,
+            now - self._budget_at,
+            frames,
+            size,
+        )
+        self._budget_at = now
+        if not over:
+            return True
+        self._over_budget(over)
+        return False
+
+    def _over_budget(self, limit: str) -> None:
+        """Close a connection that sends more than its budget allows: 3013, counted under
+        ``limit``. What it sends after that is dropped unparsed, and the socket is cut after
+        ``FLOOD_CLOSE_TIMEOUT`` unless the peer closes first."""
+        self._backlog = b""
+        if not self._closing:
+            self.node.counters[f"limit.{limit}"] += 1
+            self._fail(DisconnectCode.TOO_MANY_REQUESTS, f"too many frames (limits.{limit})")
+        elif self._ws is not None and not self._ws.eof_sent:
+            self._ws.fail(DisconnectCode.TOO_MANY_REQUESTS)  # already closing: stop parsing
+            self._send_out()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self._close_timer = running_loop().call_later(FLOOD_CLOSE_TIMEOUT, self._abort)
+
+    def _events(self) -> int:
+        """Handle the frames the parser has produced; how many there were."""
+        ws = self._ws
+        assert ws is not None
+        events = ws.events_received()
+        answers = False
+        for event in events:
+            if self._closing:
+                break  # nothing the peer sent after the close counts (pongs already left)
+            if isinstance(event, Frame):
+                control = event.opcode.value >= 8
+                if answers and not control:
+                    # The answers to control frames (pongs, close) leave before anything
+                    # the messages after them produce, in the order the peer sent them;
+                    # those of a run of control frames leave in one write.
+                    self._send_out()
+                answers = control
+                self._frame(event)
+        self._send_out()
+        exc = ws.parser_exc
+        if (
+            exc is not None
+            and not isinstance(exc, EOFError)  # the peer went away: a 1006, not bad input
+            and self._session is not None
+            and not self._closing
+        ):
+            # Invalid framing, bad UTF-8, an oversized message: websockets already queued the
+            # close frame (1002, 1007, 1009); one line per offending connection, no traceback.
+            code = ws.close_sent.code if ws.close_sent is not None else 1002
+            self._session.log.info("closing %s: %s (%s)", self._remote, code, exc)
+            self.node.metrics_bad_input(code)
+            self.node.metrics_disconnect(code)
+        if ws.state is not State.OPEN:
+            self._closing = True
+            # The close frame is out: nothing may follow it.
+            self._groups = ()
+            self._pending.clear()
+            self._pending_size = 0
+            if ws.state is State.CLOSED and self._transport is not None:
+                self._transport.close()
+            elif self._close_timer is None:
+                self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+        return len(events)
+
+    def _frame(self, event: Frame) -> None:
+        opcode = event.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not self._accepts(opcode):
+                return
+            if event.fin:
+                self._complete(opcode, bytes(event.data))
+            else:
+                self._fragments = [bytes(event.data)]
+                self._fragment_opcode = opcode
+        elif opcode is Opcode.PONG:
+            self._pong_seen = True
+        elif opcode is Opcode.CONT:
+            if len(self._fragments) >= self.node.settings.client.max_fragments:
+                # Empty fragments pass the size limit: their number is capped like the size.
+                self.node.counters["limit.max_fragments"] += 1
+                self._fragments = []
+                self._fail(1009, "message in too many fragments")
+                return
+            self._fragments.append(bytes(event.data))
+            if event.fin:
+                data = b"".join(self._fragments)
+                self._fragments = []
+                self._complete(self._fragment_opcode, data)
+
+    def _accepts(self, opcode: Opcode) -> bool:
+        """Whether a message of this type fits the connection's format (text for JSON, binary
+        for Protobuf); closes with 3506 when it does not."""
+        if self._binary == (opcode is Opcode.BINARY):
+            return True
+        if self._session is not None:
+            kind = "text" if self._binary else "binary"
+            codec = "protobuf" if self._binary else "json"
+            self.node.metrics_bad_input(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+            self._session.close(
+                disconnect(
+                    DisconnectCode.INAPPROPRIATE_PROTOCOL,
+                    f"inappropriate protocol: {kind} frame on a {codec} connection",
+                )
+            )
+        return False
+
+    def _complete(self, opcode: Opcode, data: bytes) -> None:
+        """A whole message arrived: text must be UTF-8 (1007 otherwise)."""
+        if opcode is Opcode.TEXT:
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in a text message")
+                return
+        self._message(opcode, data)
+
+    def _message(self, opcode: Opcode, data: bytes) -> None:
+        """Queue a valid message for the session."""
+        session = self._session
+        if self._closing or session is None:
+            return
+        if self._reader is None and session.take_pong(data):
+            return  # the usual message of an idle connection, answered without a task
+        self._inbox.append(data)
+        if self._reader is None:
+            self._reader = running_loop().create_task(self._read())
+        if len(self._inbox) > _INBOX_HIGH and not self._paused and self._transport is not None:
+            # A client sending faster than its commands are handled waits in its own TCP
+            # buffer, not in our memory.
+            self._paused = True
+            self._transport.pause_reading()
+
+    async def _read(self) -> None:
+        """Hand received messages to the session in order. A task exists only while there is
+        something to handle, so idle connections cost no task."""
+        session = self._session
+        try:
+            while self._inbox and session is not None and not self._closing:
+                await session.handle_frame(self._inbox.pop(0))
+                if self._paused and len(self._inbox) < _INBOX_HIGH // 2:
+                    self._paused = False
+                    if self._transport is not None and not self._backlog:
+                        # (With a backlog, the next turn resumes reading after parsing it.)
+                        self._transport.resume_reading()
+        except Exception:
+            if session is not None:
+                session.log.exception("connection failed")
+                session.close(disconnect(DisconnectCode.INTERNAL))
+        finally:
+            self._reader = None
+            if self._closing:
+                self._inbox.clear()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close for a violation of the WebSocket protocol itself (not of the client protocol)."""
+        ws = self._ws
+        assert ws is not None
+        # One line, with the connection's id when it has a session (it always has here).
+        (self._session.log if self._session is not None else log).info(
+            "closing %s: %s (%s)", self._remote, code, reason
+        )
+        self.node.metrics_bad_input(code)
+        self.node.metrics_disconnect(code)
+        self.flush()
+        self._closing = True
+        self._groups = ()
+        ws.fail(code, reason)
+        self._send_out()
+        if self._close_timer is None:
+            self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _send_out(self) -> None:
+        ws, transport = self._ws, self._transport
+        if ws is None or transport is None:
+            return
+        for data in ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                # websockets' signal that the close handshake is done on our side.
+                transport.write_eof()
+        if not self._closing and transport.get_write_buffer_size() > self._max_bytes:
+            # Pongs to a flood of pings, written here rather than through write(), count
+            # against queue_max_size too: a peer that sends pings and never reads is slow.
+            self._overflow()
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
