@@ -261,30 +261,38 @@ async def test_an_attacker_does_not_stall_the_node(
     start_server: Any, kind: str, deaf: bool, codes: set[int | None], counters: str
 ) -> None:
     server: RunningServer = await start_server(suite_settings())
-    closes, baseline, during, control, grown = await attacked(server, kind, deaf)
-    print(  # the figures, for -s
-        f"{kind}{'-deaf' if deaf else ''}: baseline p99 {p99(baseline) * 1000:.1f} ms, "
-        f"attack p99 {p99(during) * 1000:.1f} ms, {control.timeouts} timeouts, "
-        f"{len(closes)} attacking connections, closed after "
-        f"{[None if c['after'] is None else round(c['after'], 3) for c in closes[:5]]} s "
-        f"with {sorted({str(c['code']) for c in closes})}, RSS +{grown / 2**20:.1f} MiB"
-    )
+    # A shared machine can preempt this process for a slice during one window and not the
+    # next: a case whose control p99 misses its bound is measured once more, and fails if it
+    # misses again. A stalled loop misses every time (hundreds to thousands of milliseconds).
+    for _ in range(2):
+        closes, baseline, during, control, grown = await attacked(server, kind, deaf)
+        print(  # the figures, for -s
+            f"{kind}{'-deaf' if deaf else ''}: baseline p99 {p99(baseline) * 1000:.1f} ms, "
+            f"attack p99 {p99(during) * 1000:.1f} ms, {control.timeouts} timeouts, "
+            f"{len(closes)} attacking connections, closed after "
+            f"{[None if c['after'] is None else round(c['after'], 3) for c in closes[:5]]} s "
+            f"with {sorted({str(c['code']) for c in closes})}, RSS +{grown / 2**20:.1f} MiB"
+        )
 
-    assert closes, "the attacker made no connection"
-    for attempt in closes:
-        assert attempt["after"] is not None, f"an attacking connection was never closed: {closes}"
-        assert attempt["after"] < CLOSED_WITHIN, attempt
-        assert attempt["code"] in codes, attempt
-    assert any(server.node.counters[name] for name in counters.split("|"))
+        assert closes, "the attacker made no connection"
+        for attempt in closes:
+            assert attempt["after"] is not None, (
+                f"an attacking connection was never closed: {closes}"
+            )
+            assert attempt["after"] < CLOSED_WITHIN, attempt
+            assert attempt["code"] in codes, attempt
+        assert any(server.node.counters[name] for name in counters.split("|"))
+        # Twice the baseline, with a floor: a baseline of a millisecond or two doubles with any
+        # scheduling hiccup of a busy machine (on two loaded cores, the attack's own CPU use
+        # gets this process preempted for a slice or two: up to about 40 ms measured), which is
+        # not what this test is about; a stalled loop adds hundreds to thousands of ms.
+        bound = max(2 * p99(baseline), p99(baseline) + 0.05 * UNIT)
+        if control.timeouts == 0 and p99(during) <= bound:
+            break
     assert control.timeouts == 0, f"{control.timeouts} control round trips timed out"
-    # Twice the baseline, with a floor: a baseline of a millisecond or two doubles with any
-    # scheduling hiccup of a busy machine (on two loaded cores, the attack's own CPU use gets
-    # this process preempted for a slice or two: up to about 40 ms measured), which is not
-    # what this test is about; a stalled loop adds hundreds to thousands of milliseconds.
-    bound = max(2 * p99(baseline), p99(baseline) + 0.05 * UNIT)
     assert p99(during) <= bound, (
         f"control p99 {p99(during) * 1000:.1f} ms under attack, "
-        f"baseline {p99(baseline) * 1000:.1f} ms"
+        f"baseline {p99(baseline) * 1000:.1f} ms (twice in a row)"
     )
     assert grown < RSS_BOUND, f"the server grew by {grown / 2**20:.0f} MiB"
 
