@@ -128,13 +128,41 @@ class _Server(uvicorn.Server):
         pass
 
 
+TRANSPORTS = ["native", "asgi"]
+"""The WebSocket transports a server can serve with (``Settings.transport``)."""
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each WebSocket transport in turn, as the engine conformance suite takes each engine.
+
+    A test that asks for it (or a module with ``pytestmark = pytest.mark.usefixtures
+    ("transport")``) runs once per transport, and every server ``start_server`` (hence
+    ``server``) runs for it serves on that transport. Tests that do not ask run on the default,
+    native transport only: most tests are not about the wire, and running them twice would
+    only double the suite's time. A test of a native-only duty in such a module opts out with
+    ``@pytest.mark.parametrize("transport", ["native"])`` and a comment saying why.
+    """
+    result: str = request.param
+    return result
+
+
 @pytest.fixture
-async def start_server() -> AsyncIterator[Callable[..., Any]]:
-    """Factory: ``await start_server(settings)`` runs a server until the test ends."""
+async def start_server(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: ``await start_server(settings)`` runs a server until the test ends.
+
+    When the test is parametrized by ``transport``, the server serves on that transport
+    whatever the settings passed say.
+    """
     running: list[tuple[_Server, asyncio.Task[None]]] = []
+    transport: str | None = None
+    if "transport" in request.fixturenames:
+        transport = request.getfixturevalue("transport")
 
     async def start(settings: Settings | None = None) -> RunningServer:
         settings = settings or suite_settings()
+        if transport is not None and settings.transport != transport:
+            settings = settings.model_copy(update={"transport": transport})
         node = Node(settings)
         config = uvicorn.Config(
             create_app(node=node),

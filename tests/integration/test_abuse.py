@@ -27,6 +27,9 @@ from tests.integration.test_bad_input import (
 
 WAIT = 5 * UNIT
 
+# What a client sees over the wire: on both WebSocket transports (tests/conftest.py::transport).
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def raw_handshake(port: int) -> socket.socket:
     """A WebSocket handshake done by hand, for frames no client library would send."""

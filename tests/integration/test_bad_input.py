@@ -21,6 +21,9 @@ from tests.conftest import SECRET, UNIT, RunningServer
 
 WAIT = 5 * UNIT
 
+# What a client sees over the wire: on both WebSocket transports (tests/conftest.py::transport).
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 async def open_ws(server: RunningServer) -> ClientConnection:
     return await websockets.connect(server.url, max_size=None, open_timeout=WAIT)

@@ -36,6 +36,9 @@ from tests.conftest import SECRET, UNIT, RunningServer
 T = TypeVar("T")
 WAIT = 5 * UNIT
 
+# What a client sees over the wire: on both WebSocket transports (tests/conftest.py::transport).
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 async def next_item(queue: asyncio.Queue[T], what: str) -> T:
     """The next item of ``queue``, failing with ``what`` in the message after WAIT seconds."""

@@ -16,6 +16,9 @@ from tests.integration.test_cluster import Balancer, pipe
 
 WAIT = 5 * UNIT
 
+# What a client sees over the wire: on both WebSocket transports (tests/conftest.py::transport).
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 async def take(sub: hc.Subscription, n: int) -> list[hc.Publication | hc.Gap]:
     out: list[hc.Publication | hc.Gap] = []

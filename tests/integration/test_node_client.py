@@ -14,7 +14,8 @@ from tests.conftest import SECRET, UNIT, RunningServer
 
 JS = Path(__file__).resolve().parents[1] / "js"
 
-pytestmark = pytest.mark.js
+# What a client sees over the wire: on both WebSocket transports (tests/conftest.py::transport).
+pytestmark = [pytest.mark.js, pytest.mark.usefixtures("transport")]
 
 
 def _require_node() -> str:

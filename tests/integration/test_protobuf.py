@@ -21,6 +21,9 @@ from tests.integration.test_centrifuge_python import SubEvents, next_item
 
 WAIT = 5 * UNIT
 
+# What a client sees over the wire: on both WebSocket transports (tests/conftest.py::transport).
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 @pytest.fixture
 async def clients(server: RunningServer) -> AsyncIterator[list[Client]]:

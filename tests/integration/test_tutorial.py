@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import websockets
 
 from tests.conftest import UNIT, RunningServer
 
 WAIT = 5 * UNIT
+
+# What a client sees over the wire: on both WebSocket transports (tests/conftest.py::transport).
+pytestmark = pytest.mark.usefixtures("transport")
 
 
 async def test_tutorial_client_script(server: RunningServer) -> None:

@@ -29,4 +29,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         from hubbub.transports.native import NativeWebSocketProtocol
 
         options["ws"] = NativeWebSocketProtocol
+    else:
+        from hubbub.transports.asgi_frames import LimitedWebSocketProtocol
+
+        options["ws"] = LimitedWebSocketProtocol
     return options
