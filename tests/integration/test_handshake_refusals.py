@@ -58,7 +58,6 @@ class Errors(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-@pytest.mark.parametrize("transport", ["native", "asgi"])
 async def test_refusals_answer_the_documented_status(start_server: Any, transport: str) -> None:
     documented = documented_statuses()
     assert documented["draining"] == 503 and documented["origin"] == 403

@@ -22,7 +22,6 @@ from tests.conftest import SECRET, UNIT, RunningServer, suite_settings
 WAIT = 5 * UNIT
 
 
-@pytest.mark.parametrize("transport", ["native", "asgi"])
 async def test_a_burst_arrives_whole_and_in_order(start_server: Any, transport: str) -> None:
     # (Protobuf over both transports: the centrifuge-python tests run in both formats.)
     running: RunningServer = await start_server(suite_settings(transport=transport))
