@@ -373,8 +373,12 @@ class Client:
     def _on_push(self, push: dict[str, Any]) -> None:
         sub = self._subs.get(push.get("channel", ""))
         if "pub" in push:
-            if sub is not None and sub.state is SubState.SUBSCRIBED:
+            if sub is None:
+                return
+            if sub.state is SubState.SUBSCRIBED:
                 sub.on_publication(push["pub"])
+            elif sub.state is SubState.SUBSCRIBING:
+                sub.hold(push["pub"])
         elif "join" in push or "leave" in push:
             if sub is not None:
                 joined = "join" in push

@@ -76,6 +76,10 @@ class Subscription:
         self._subscribed = asyncio.Event()
         self._listeners: list[Callable[[JoinLeave], None]] = []
         self._closed: ClientClosed | None = None
+        # Publications that arrived after the server sent the subscribe reply but before this
+        # client applied it (the reader runs ahead of the task awaiting the reply): applied
+        # right after the reply, never dropped.
+        self._early: list[dict[str, Any]] = []
 
     # -----------------------------------------------------------------------------------------
     # Public API
@@ -143,7 +147,20 @@ class Subscription:
                 self.on_publication(pub)
         elif self.recoverable or result.get("positioned"):
             self.offset, self.epoch = offset, epoch
+        early, self._early = self._early, []
+        for pub in early:
+            self.on_publication(pub)  # offsets the reply covered are skipped there
         self._subscribed.set()
+
+    def hold(self, raw: dict[str, Any]) -> None:
+        """Keep a publication that arrived while the subscribe reply is being applied."""
+        if len(self._early) < self.max_queue:
+            self._early.append(raw)
+        elif self.recoverable:
+            self._overflow = True  # fetched from history once the consumer catches up
+        else:
+            offset = int(raw.get("offset", 0))
+            self._queue.put_nowait(Gap(self.channel, offset, self.epoch, "consumer too slow"))
 
     def on_publication(self, raw: dict[str, Any]) -> None:
         offset = int(raw.get("offset", 0))
@@ -190,6 +207,7 @@ class Subscription:
         """The connection dropped: the client resubscribes (with recovery) on reconnect."""
         if self.state is SubState.SUBSCRIBED:
             self.state = SubState.SUBSCRIBING
+        self._early.clear()
         self._subscribed.clear()
 
     def on_closed(self, reason: ClientClosed) -> None:
