@@ -23,13 +23,18 @@ WAIT = 5 * UNIT
 
 
 class RedisProcess:
-    """A redis-server this test may kill and restart on the same port."""
+    """A redis-server this test may kill and restart on the same port.
 
-    def __init__(self, workdir: Path) -> None:
+    It comes back empty, as after a crash, unless ``durable``: then every write is synced to
+    disk, and it comes back with what it held (Redis briefly unavailable, nothing lost).
+    """
+
+    def __init__(self, workdir: Path, *, durable: bool = False) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.workdir = workdir
+        self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,7 +44,8 @@ class RedisProcess:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--dir", str(self.workdir), "--appendonly",
+             *(["yes", "--appendfsync", "always"] if self.durable else ["no"])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -12,9 +12,7 @@ import asyncio
 import json
 import resource
 import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +33,7 @@ from hubbub.engines.redis import RedisBroker, RedisPresenceManager
 from hubbub.index import user_presence_key
 from hubbub.node import Node
 from tests.conftest import API_KEY, SECRET, UNIT, RunningServer, suite_settings
+from tests.integration.test_redis_faults import RedisProcess
 
 USERS = 100
 PER_USER = 10  # connections_per_user: the burst puts every user exactly at its limit
@@ -263,43 +262,9 @@ async def test_burst_of_connects_publishes_and_disconnects(served: Served, redis
     }
 
 
-class DurableRedis:
-    """A redis-server that keeps its data on disk (every write synced), so that it can be
-    killed and come back with what it held: Redis briefly unavailable, nothing lost."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(int(200 * UNIT)):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-
 @pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[DurableRedis]:
-    redis = DurableRedis(tmp_path)
+def durable_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    redis = RedisProcess(tmp_path, durable=True)
     redis.start()
     yield redis
     if redis.proc is not None and redis.proc.poll() is None:
@@ -307,7 +272,7 @@ def durable_redis(tmp_path: Path) -> Iterator[DurableRedis]:
 
 
 async def test_a_count_removal_that_failed_is_retried(
-    start_server: Any, durable_redis: DurableRedis
+    start_server: Any, durable_redis: RedisProcess
 ) -> None:
     running: RunningServer = await start_server(
         suite_settings(
