@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit test-deps proto bench bench-quick soak churn autobahn clean
+.PHONY: run test lint typecheck unit test-deps proto vendor-js bench bench-quick soak churn autobahn clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,14 @@ autobahn: $(STAMP)
 ## proto: regenerate the Protobuf classes from src/hubbub/protocol/client.proto
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src src/hubbub/protocol/client.proto
+
+# The npm `centrifuge` SDK the chat page loads (src/hubbub/web/static/vendor/): the same version
+# as tests/js/package-lock.json, so the page runs the client the Node tests run.
+CENTRIFUGE_JS_VERSION := 5.8.0
+
+## vendor-js: refresh the chat page's copy of the npm centrifuge SDK at CENTRIFUGE_JS_VERSION
+vendor-js:
+	bash scripts/vendor-js.sh $(CENTRIFUGE_JS_VERSION)
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules

@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from hubbub.app import create_app
+    from hubbub.apps.errors import UnknownUsers
     from hubbub.config import ChannelOptions, ConfigError, Namespace, Settings, load_settings
     from hubbub.engines.base import StreamPosition
     from hubbub.hub import Hub
@@ -41,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "ProtocolError": "hubbub.protocol.codes",
     "Settings": "hubbub.config",
     "StreamPosition": "hubbub.engines.base",
+    "UnknownUsers": "hubbub.apps.errors",
     "WebSocketEndpoint": "hubbub.transports.asgi",
     "create_app": "hubbub.app",
     "load_settings": "hubbub.config",
@@ -59,6 +61,7 @@ __all__ = [
     "ProtocolError",
     "Settings",
     "StreamPosition",
+    "UnknownUsers",
     "WebSocketEndpoint",
     "__version__",
     "create_app",

@@ -26,7 +26,9 @@ from hubbub.hub import Hub
 from hubbub.metrics import registry_for
 from hubbub.node import Node
 from hubbub.transports.asgi import WebSocketEndpoint
+from hubbub.transports.emulation import emulation_routes
 from hubbub.transports.tutorial import TutorialEndpoint
+from hubbub.transports.uni_routes import uni_routes
 from hubbub.web import page_routes
 
 SETTINGS_ENV = "HUBBUB_SETTINGS_JSON"
@@ -98,7 +100,9 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             WebSocketRoute(node.settings.websocket_path, WebSocketEndpoint(node)),
+            *emulation_routes(node),
             WebSocketRoute("/ws/{client_id}", TutorialEndpoint(node)),
+            *uni_routes(node),
             *api_routes(api, node.settings.http_api),
             *app_routes,
         ],

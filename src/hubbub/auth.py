@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,52 @@ from hubbub.clock import Clock
 from hubbub.config import ChannelOptions, TokenSettings
 from hubbub.extras import require
 from hubbub.protocol.messages import EMPTY, raw
+
+log = logging.getLogger("hubbub.auth")
+
+MIN_HMAC_KEY_BYTES = 32
+"""The shortest HMAC key that cannot be brute-forced from a token (RFC 7518 section 3.2).
+Shorter ones are taken (Centrifugo takes them, and a backend that moves keeps its key) with a
+start-up warning, or refused with ``token.require_strong_keys``."""
+
+
+def weak_hmac_key(settings: TokenSettings) -> bool:
+    """Whether ``hmac_secret_key`` is set and shorter than :data:`MIN_HMAC_KEY_BYTES`."""
+    return 0 < len(settings.hmac_secret_key.encode()) < MIN_HMAC_KEY_BYTES
+
+
+def warn_about_weak_keys(settings: TokenSettings, *, development: bool) -> None:
+    """Log one WARNING when ``hmac_secret_key`` is shorter than the safe length (called once
+    at start-up; development mode, whose key is public anyway, stays quiet)."""
+    if weak_hmac_key(settings) and not development:
+        log.warning(
+            "token.hmac_secret_key is %d bytes, under %d: anyone holding one token can "
+            "brute-force the key and sign their own; use a longer random key "
+            "(token.require_strong_keys = true refuses short keys)",
+            len(settings.hmac_secret_key.encode()),
+            MIN_HMAC_KEY_BYTES,
+        )
+
+
+@contextmanager
+def _short_keys_allowed() -> Iterator[None]:
+    # PyJWT warns on every signature made or checked with a short HMAC key; the server warned
+    # once at start-up, so each token need not (and a warning filter set to "error" must not
+    # turn a connect into a crash).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        yield
+
+
+# PyJWT's minimum per HMAC algorithm: the hash's digest size.
+_HMAC_DIGEST_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+def _with_key(secret: str, algorithm: str) -> AbstractContextManager[None]:
+    """Where ``secret`` signs or checks ``algorithm``: quiet about a short HMAC key, a plain
+    call otherwise."""
+    weak = len(secret.encode()) < _HMAC_DIGEST_BYTES.get(algorithm, 0)
+    return _short_keys_allowed() if weak else nullcontext()
 
 
 class TokenError(Exception):
@@ -203,14 +253,15 @@ class TokenVerifier:
             "verify_iss": bool(self._settings.issuer),
         }
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                options=options,
-                audience=self._settings.audience or None,
-                issuer=self._settings.issuer or None,
-            )
+            with _with_key(key, alg):
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],
+                    options=options,
+                    audience=self._settings.audience or None,
+                    issuer=self._settings.issuer or None,
+                )
         except (jwt.PyJWTError, RecursionError, ValueError) as exc:
             raise TokenInvalid(f"token refused: {type(exc).__name__}") from None
         self._check_time(claims)
@@ -333,7 +384,8 @@ def mint_connection_token(
     if info is not None:
         claims["info"] = info
     claims.update(extra or {})
-    return jwt.encode(claims, secret, algorithm=algorithm)
+    with _with_key(secret, algorithm):
+        return jwt.encode(claims, secret, algorithm=algorithm)
 
 
 def mint_subscription_token(
@@ -361,4 +413,5 @@ def mint_subscription_token(
     if info is not None:
         claims["info"] = info
     claims.update(extra or {})
-    return jwt.encode(claims, secret, algorithm="HS256")
+    with _with_key(secret, "HS256"):
+        return jwt.encode(claims, secret, algorithm="HS256")

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,6 +86,9 @@ class Cluster:
         self.node = node
         self._peers: dict[str, tuple[NodeInfo, float]] = {}
         self._was_alive = False
+        # Takes the control messages addressed to this node (emulation requests and their
+        # answers: hubbub.transports.emulation installs it); None drops them.
+        self.on_addressed: Callable[[control.Addressed], None] | None = None
 
     @property
     def size(self) -> int:
@@ -251,6 +254,12 @@ class Cluster:
             )
         elif isinstance(message, control.MessageUser):
             self._message_local(message.user, message.client, msgspec.Raw(message.data))
+        elif (
+            isinstance(message, control.Emulation | control.EmulationDone)
+            and message.target == node.uid
+            and self.on_addressed is not None
+        ):
+            self.on_addressed(message)
 
     # -----------------------------------------------------------------------------------------
     # User operations: applied here, then sent to the other nodes. Arguments are validated by

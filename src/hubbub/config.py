@@ -25,6 +25,10 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from hubbub import config_proxy
+from hubbub.config_streams import EmulationSettings, HTTPStreamSettings, SSESettings
+from hubbub.config_uni import UniHTTPStreamSettings, UniSSESettings, UniWebSocketSettings
+
 DEV_SECRET = "hubbub-development-secret-do-not-use-in-production"
 """The HMAC secret of development mode (``hubbub serve --dev``): public, so never for production."""
 
@@ -39,7 +43,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ChannelOptions(_Section):
+class ChannelOptions(config_proxy.ProxyFlags):
     """Options of a namespace (or of channels without a namespace). All off by default."""
 
     presence: bool = False
@@ -65,6 +69,8 @@ class ChannelOptions(_Section):
     allow_history_for_anonymous: bool = False
     allow_user_limited_channels: bool = False
     publication_data_format: Literal["json", "binary"] = "json"
+    allowed_delta_types: list[Literal["fossil"]] = []
+    delta_publish: bool = False
 
     @model_validator(mode="after")
     def _history_pair(self) -> ChannelOptions:
@@ -118,6 +124,7 @@ class ChannelSettings(_Section):
     max_length: int = Field(default=255, ge=1)
     without_namespace: ChannelOptions = ChannelOptions()
     namespaces: list[Namespace] = []
+    proxy: config_proxy.ChannelProxies = config_proxy.ChannelProxies()
 
     @model_validator(mode="after")
     def _unique(self) -> ChannelSettings:
@@ -144,12 +151,13 @@ class TokenSettings(_Section):
     # Off by default: Centrifugo-style backends may issue connection tokens without exp (a
     # connection that never expires); production setups that can should turn it on.
     require_exp: bool = False
+    require_strong_keys: bool = False  # off: a short HMAC key only warns (auth.weak_hmac_key)
 
     @model_validator(mode="after")
     def _algorithms(self) -> TokenSettings:
-        if self.hmac_secret_key and len(self.hmac_secret_key.encode()) < 32:
+        if self.require_strong_keys and 0 < len(self.hmac_secret_key.encode()) < 32:
             # Shorter HMAC keys can be brute-forced from any token a user holds (RFC 7518 3.2).
-            raise ValueError("hmac_secret_key must be at least 32 bytes long")
+            raise ValueError("hmac_secret_key must be at least 32 bytes (require_strong_keys)")
         known = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
         for alg in self.algorithms:
             if alg not in known:
@@ -176,6 +184,7 @@ class ClientSettings(_Section):
     presence_update_interval: float = Field(default=25.0, gt=0)
     presence_ttl: float = Field(default=60.0, gt=0)
     allowed_origins: list[str] = []
+    proxy: config_proxy.ClientProxies = config_proxy.ClientProxies()
 
     @model_validator(mode="after")
     def _timing(self) -> ClientSettings:
@@ -372,6 +381,14 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     chat: ChatSettings = ChatSettings()
     notifications: NotificationSettings = NotificationSettings()
+    http_stream: HTTPStreamSettings = HTTPStreamSettings()
+    sse: SSESettings = SSESettings()
+    emulation: EmulationSettings = EmulationSettings()
+    uni_websocket: UniWebSocketSettings = UniWebSocketSettings()
+    uni_sse: UniSSESettings = UniSSESettings()
+    uni_http_stream: UniHTTPStreamSettings = UniHTTPStreamSettings()
+    rpc: config_proxy.RPCSettings = config_proxy.RPCSettings()
+    proxies: list[config_proxy.NamedProxy] = []
 
     @classmethod
     def settings_customise_sources(
@@ -392,6 +409,11 @@ class Settings(BaseSettings):
                 if not _not_an_option(name)
             }
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _proxies(self) -> Settings:
+        config_proxy.check_proxies(self)  # the proxy sections refer to each other
+        return self
 
     @model_validator(mode="after")
     def _node_lapse(self) -> Settings:

@@ -63,8 +63,39 @@ class NodeAnnouncement(_Control, tag="node"):
     uptime: int
 
 
+class Emulation(_Control, tag="emulation"):
+    """Commands of an HTTP stream's client that reached another node (``POST /emulation``),
+    for the node ``target`` that holds the stream ``session``. ``data`` is the request's
+    ``data`` as it came: the JSON text of the field when ``json_body``, else its bytes."""
+
+    target: str
+    request: int
+    session: str
+    data: bytes
+    json_body: bool
+
+
+class EmulationDone(_Control, tag="emulation_done"):
+    """The answer of ``Emulation`` ``request`` to the node ``target`` that sent it: 0 the
+    commands were handed to the session, 1 its data was not readable, 2 no such session."""
+
+    target: str
+    request: int
+    result: int
+
+
+Addressed = Emulation | EmulationDone
+"""Control messages for one node (``target``, its uid); the others ignore them."""
+
 Control = (
-    DisconnectUser | UnsubscribeUser | SubscribeUser | RefreshUser | MessageUser | NodeAnnouncement
+    DisconnectUser
+    | UnsubscribeUser
+    | SubscribeUser
+    | RefreshUser
+    | MessageUser
+    | NodeAnnouncement
+    | Emulation
+    | EmulationDone
 )
 
 _encoder = msgspec.msgpack.Encoder()

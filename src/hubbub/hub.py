@@ -16,13 +16,14 @@ from contextlib import asynccontextmanager
 
 from hubbub.apps.chat import rpc as chat_rpc
 from hubbub.apps.chat.service import ChatService
+from hubbub.apps.errors import bad_request
 from hubbub.apps.notify import rpc as notify_rpc
-from hubbub.apps.notify.service import NotificationService
+from hubbub.apps.notify.service import NotificationService, unavailable
 from hubbub.apps.users import UserRecorder
 from hubbub.config import Settings
 from hubbub.node import Node
 from hubbub.session import Session
-from hubbub.store import Notification, Store, open_store
+from hubbub.store import Notification, Store, StoreError, open_store
 
 
 class Hub:
@@ -110,11 +111,32 @@ class Hub:
         link: str = "",
     ) -> list[Notification]:
         """Send a notification to ``users`` (None = everyone known); see
-        :meth:`hubbub.apps.notify.NotificationService.notify`.
+        :meth:`hubbub.apps.notify.NotificationService.notify`. A known user who is offline
+        finds it in the inbox on the next visit.
 
         Raises:
+            UnknownUsers: some of ``users`` never connected and were never added with
+                :meth:`add_users` (``exc.users`` lists them); nothing was sent to anyone.
+            ProtocolError: 107 a bad field; 100 (temporary) the store is down.
             RuntimeError: notifications are disabled in the settings.
         """
         if self.notifications is None:
             raise RuntimeError("notifications are disabled ([notifications] enabled = false)")
         return await self.notifications.notify(users, body=body, title=title, data=data, link=link)
+
+    async def add_users(self, users: Sequence[str]) -> None:
+        """Make ``users`` known, so they can be sent notifications before their first visit
+        (users also become known by connecting once). Adding a known user again is harmless.
+
+        Raises:
+            ProtocolError: 107 an empty user name; 100 (temporary) the store is down.
+            RuntimeError: the hub has no store (chat and notifications are disabled).
+        """
+        if self.store is None:
+            raise RuntimeError("the hub has no store ([notifications] and [chat] are disabled)")
+        if any(not user for user in users):
+            raise bad_request("a user name is empty")
+        try:
+            await self.store.touch_users(dict.fromkeys(users, self.node.clock.time()))
+        except StoreError as exc:
+            raise unavailable(exc) from None

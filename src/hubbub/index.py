@@ -16,9 +16,12 @@ import asyncio
 import fnmatch
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
+
+import msgspec
 
 from hubbub.clock import Clock
+from hubbub.delta import DeltaChannel, DeltaSubscriber
 from hubbub.engines.base import Broker, StreamPosition
 from hubbub.limits import TokenBucket
 from hubbub.protocol.codec import Codec
@@ -68,10 +71,14 @@ class LocalIndex:
     Attributes:
         sessions: every local connection that completed ``connect``, by client id.
         users: the same connections by user, then client id.
+        streams: of those, the HTTP streams' sessions by their stream session id (what
+            ``/emulation`` requests name).
         channels: every local subscriber of a channel, by client id.
         direct: of a channel's subscribers, those delivered to one by one (positions tracked,
             reply not yet written, transports without groups).
         groups: the others, in a transport group per wire format, written to together.
+        delta: a channel's subscribers that negotiated delta compression, with the base of
+            the next delta (:class:`~hubbub.delta.DeltaChannel`): in neither of the above.
 
     A user's connections here also share one command bucket (:meth:`user_bucket`), forgotten
     with the user's last connection.
@@ -82,9 +89,11 @@ class LocalIndex:
         self.counters = counters
         self.sessions: dict[str, Session] = {}
         self.users: dict[str, dict[str, Session]] = {}
+        self.streams: dict[str, Session] = {}
         self.channels: dict[str, dict[str, Subscriber]] = {}
         self.direct: dict[str, dict[str, Subscriber]] = {}
         self.groups: dict[str, dict[Codec, Group]] = {}
+        self.delta: dict[str, DeltaChannel] = {}
         # Channels whose engine subscription is on its way -> done when it is made.
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._user_buckets: dict[str, TokenBucket] = {}
@@ -96,10 +105,14 @@ class LocalIndex:
         """Index a connection that completed ``connect``."""
         self.sessions[session.client_id] = session
         self.users.setdefault(session.user, {})[session.client_id] = session
+        if session.stream_session:
+            self.streams[session.stream_session] = session
 
     def unregister(self, session: Session) -> None:
         """Forget a connection (and its user's command bucket with its user's last one)."""
         self.sessions.pop(session.client_id, None)
+        if session.stream_session:
+            self.streams.pop(session.stream_session, None)
         conns = self.users.get(session.user)
         if conns is not None:
             conns.pop(session.client_id, None)
@@ -131,9 +144,14 @@ class LocalIndex:
     # -----------------------------------------------------------------------------------------
     # Channels
 
-    async def add_subscriber(self, channel: str, session: Subscriber) -> None:
+    async def add_subscriber(
+        self, channel: str, session: Subscriber, *, delta: bool = False
+    ) -> None:
         """Index ``session`` under ``channel``; the first local subscriber subscribes the node
         to the channel in the engine. Returns once the node receives the channel.
+
+        ``delta``: the subscription negotiated delta compression; ``session`` then has
+        ``deliver_delta`` (:class:`~hubbub.delta.DeltaSubscriber`), as sessions do.
 
         Raises:
             whatever the engine's ``subscribe`` raised; the channel is then forgotten, with
@@ -142,13 +160,13 @@ class LocalIndex:
         subs = self.channels.get(channel)
         if subs is not None:
             subs[session.client_id] = session
-            self.direct.setdefault(channel, {})[session.client_id] = session
+            self._index_one(channel, session, delta)
             pending = self._subscribing.get(channel)
             if pending is not None:
                 await asyncio.shield(pending)
             return
         self.channels[channel] = {session.client_id: session}
-        self.direct[channel] = {session.client_id: session}
+        self._index_one(channel, session, delta)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._subscribing[channel] = done
         try:
@@ -197,12 +215,34 @@ class LocalIndex:
             self._forget(channel)
             await self.broker.unsubscribe(channel)
 
+    def _index_one(self, channel: str, session: Subscriber, delta: bool) -> None:
+        """Put a new subscriber among ``channel``'s direct or delta subscribers."""
+        if not delta:
+            self.direct.setdefault(channel, {})[session.client_id] = session
+            return
+        deltas = self.delta.get(channel)
+        if deltas is None:
+            deltas = self.delta[channel] = DeltaChannel()
+        deltas.subscribers[session.client_id] = cast(DeltaSubscriber, session)
+
+    def seed_delta_base(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
+        """A delta subscriber of ``channel`` recovered up to ``offset``/``epoch``: its last
+        payload may serve as the next delta's base (see :meth:`DeltaChannel.seed`)."""
+        deltas = self.delta.get(channel)
+        if deltas is not None:
+            deltas.seed(offset, epoch, payload)
+
     def _unindex(self, channel: str, client_id: str) -> None:
-        """Take ``client_id`` out of ``channel``'s direct subscribers or its group."""
+        """Take ``client_id`` out of ``channel``'s direct or delta subscribers or its group."""
         direct = self.direct.get(channel)
         if direct is not None and direct.pop(client_id, None) is not None:
             if not direct:
                 del self.direct[channel]
+            return
+        deltas = self.delta.get(channel)
+        if deltas is not None and deltas.subscribers.pop(client_id, None) is not None:
+            if not deltas.subscribers:  # the channel's base goes with its last one
+                del self.delta[channel]
             return
         groups = self.groups.get(channel)
         if groups is None:
@@ -222,6 +262,7 @@ class LocalIndex:
         self.channels.pop(channel, None)
         self.direct.pop(channel, None)
         self.groups.pop(channel, None)
+        self.delta.pop(channel, None)
 
     def channel_counts(self, pattern: str = "") -> dict[str, int]:
         """Channels with local subscribers and their subscriber counts, filtered by a glob."""
@@ -243,6 +284,9 @@ class LocalIndex:
         subs = self.channels.get(channel)
         if not subs:
             return
+        flagged = pub.delta
+        if flagged:  # the publisher allowed a delta: a flag for the fan-out, not for the wire
+            pub = msgspec.structs.replace(pub, delta=False)
         push = Push(channel=channel, pub=pub)
         # Encoded once per wire format present among the subscribers, not per subscriber.
         encoded: dict[Codec, bytes] = {}
@@ -257,6 +301,12 @@ class LocalIndex:
                 fmt = session.codec
                 data = encoded.get(fmt) or encoded.setdefault(fmt, fmt.encode_push(push))
                 session.deliver(channel, pub, data, position.epoch)
+        deltas = self.delta.get(channel)
+        if deltas is not None:
+            # One delta and one frame per format for all of them (see hubbub.delta).
+            dpush = deltas.prepare(channel, pub, position.epoch, flagged)
+            for subscriber in list(deltas.subscribers.values()):
+                subscriber.deliver_delta(channel, pub, dpush, position.epoch)
         self.counters["deliveries"] += len(subs)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:

@@ -23,7 +23,17 @@ from hubbub.node import Node
 _COUNTERS: dict[str, tuple[str, str, str]] = {
     "publications": ("hubbub_publications", "Publications made through this node.", ""),
     "deliveries": ("hubbub_deliveries", "Publications queued to local subscribers.", ""),
-    "connections": ("hubbub_connections_accepted", "WebSocket connections accepted.", "format"),
+    "connections": ("hubbub_connections_accepted", "Connections accepted.", "format"),
+    "transport": (
+        "hubbub_transport_connections",
+        "Connections accepted on the HTTP streaming transports, by transport.",
+        "transport",
+    ),
+    "emulation": (
+        "hubbub_emulation_requests",
+        "Emulation requests sent to the node holding the session (routed, route_failed).",
+        "outcome",
+    ),
     "disconnect": ("hubbub_disconnects", "Connections closed by the server, by code.", "code"),
     "reply_error": ("hubbub_reply_errors", "Error replies sent to clients, by code.", "code"),
     "bad_input": ("hubbub_bad_input", "Protocol violations from clients, by code.", "code"),
@@ -61,6 +71,7 @@ class NodeCollector(Collector):
                 families[name] = family
             family.add_metric([label] if label_name else [], value)
         yield from families.values()
+        yield from node.proxies.client.stats.families()
 
         me, *peers = node.info()
         for name, doc, value in (

@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from hubbub import __version__
-from hubbub.auth import TokenVerifier
+from hubbub.auth import TokenVerifier, warn_about_weak_keys
 from hubbub.channels import ChannelRules
 from hubbub.clock import Clock, SystemClock, running_loop
 from hubbub.cluster import Cluster, NodeInfo
 from hubbub.config import ChannelOptions, Settings
+from hubbub.delta import without_delta_flags
 from hubbub.engines.base import (
     Broker,
     HistoryFilter,
@@ -58,6 +59,7 @@ from hubbub.protocol.codes import (
     error,
 )
 from hubbub.protocol.messages import EMPTY, ClientInfo, Publication
+from hubbub.proxy import Proxies
 from hubbub.recovery import GapChecker
 from hubbub.subscription import Verdict
 from hubbub.transports.admission import Admission
@@ -131,6 +133,9 @@ class Node(Hooks):
         self.draining = False
         # Who may connect, and how many are: asked by every transport before a session exists.
         self.admission = Admission(self.settings)
+        # The configured HTTP proxies: hooks registered before the application's own.
+        self.proxies = Proxies(self)
+        self.proxies.install()
 
     # -----------------------------------------------------------------------------------------
     # Lifecycle
@@ -141,6 +146,7 @@ class Node(Hooks):
             return
         self._running = True
         self._started_at = time.monotonic()
+        warn_about_weak_keys(self.settings.token, development=self.settings.development)
         await self.broker.start()
         self._presence_task = asyncio.create_task(self.cluster.refresh_presence_forever())
         self._announce_task = asyncio.create_task(self.cluster.run())
@@ -156,6 +162,7 @@ class Node(Hooks):
         self._presence_task = self._announce_task = None
         for task in list(self._tasks):
             task.cancel()
+        await self.proxies.close()
         await self.broker.close()
         close_presence = getattr(self.presence_manager, "close", None)
         if close_presence is not None:
@@ -266,10 +273,15 @@ class Node(Hooks):
     def unregister_session(self, session: Session) -> None:
         self.index.unregister(session)
 
-    async def add_subscriber(self, channel: str, session: Subscriber) -> None:
+    async def add_subscriber(self, channel: str, session: Subscriber, delta: bool = False) -> None:
         """Index ``session`` under ``channel``; the first local subscriber subscribes the node
-        to the channel in the engine. Returns once the node receives the channel."""
-        await self.index.add_subscriber(channel, session)
+        to the channel in the engine. Returns once the node receives the channel. ``delta``:
+        the subscription negotiated delta compression."""
+        await self.index.add_subscriber(channel, session, delta=delta)
+
+    def seed_delta_base(self, channel: str, pub: Publication, epoch: str) -> None:
+        """A delta subscriber recovered up to ``pub``: the base of the channel's next delta."""
+        self.index.seed_delta_base(channel, pub.offset, epoch, bytes(pub.data))
 
     def group_subscriber(
         self, channel: str, client_id: str, codec: Codec, transport: Transport
@@ -307,7 +319,8 @@ class Node(Hooks):
     async def read_history(
         self, channel: str, flt: HistoryFilter, opts: ChannelOptions
     ) -> HistoryResult:
-        return await self.broker.history(channel, flt, self.publish_options(opts))
+        result = await self.broker.history(channel, flt, self.publish_options(opts))
+        return without_delta_flags(result)  # history is never a delta
 
     async def publish_with_options(
         self,
@@ -319,9 +332,11 @@ class Node(Hooks):
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str = "",
+        delta: bool = False,
     ) -> StreamPosition:
-        """Publish a validated payload with known channel options (used by sessions and API)."""
-        pub = Publication(data=data, info=info, tags=tags or None)
+        """Publish a validated payload with known channel options (used by sessions and API);
+        ``delta``, or the namespace's ``delta_publish``: see :meth:`publish`."""
+        pub = Publication(data, info, tags=tags or None, delta=delta or opts.delta_publish)
         popts = self.publish_options(opts, skip_history=skip_history)
         if idempotency_key:
             popts = PublishOptions(
@@ -357,8 +372,11 @@ class Node(Hooks):
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str = "",
+        delta: bool = False,
     ) -> StreamPosition:
         """Publish ``data`` (any JSON value, or JSON text as bytes/``msgspec.Raw``) to ``channel``.
+
+        ``delta``: it may reach delta subscribers as a Fossil delta (:mod:`hubbub.delta`).
 
         Returns:
             The publication's stream position: offset and epoch, or ``(0, "")`` when the
@@ -378,6 +396,7 @@ class Node(Hooks):
             tags=tags,
             skip_history=skip_history,
             idempotency_key=idempotency_key,
+            delta=delta,
         )
 
     async def broadcast(
@@ -388,6 +407,7 @@ class Node(Hooks):
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str = "",
+        delta: bool = False,
     ) -> list[StreamPosition | ProtocolError]:
         """Publish the same data to several channels; one result or error per channel, in order."""
         payload = to_payload(data)
@@ -401,6 +421,7 @@ class Node(Hooks):
                         tags=tags,
                         skip_history=skip_history,
                         idempotency_key=idempotency_key,
+                        delta=delta,
                     )
                 )
             except ProtocolError as exc:

@@ -29,8 +29,10 @@ import msgspec
 
 from hubbub import session_connect, session_requests, session_subscribe
 from hubbub.clock import Timer
+from hubbub.delta import DeltaPush
 from hubbub.engines.base import StreamPosition
 from hubbub.heartbeat import Heartbeat
+from hubbub.hook_types import Handshake
 from hubbub.limits import TokenBucket
 from hubbub.protocol.codec import JSON, Codec
 from hubbub.protocol.codes import (
@@ -56,10 +58,14 @@ from hubbub.transports.base import Transport
 
 if TYPE_CHECKING:
     from hubbub.node import Node
+    from hubbub.transports.admission import Knock
 
 __all__ = ["Session", "State"]
 
 log = logging.getLogger("hubbub.session")
+
+_CLIENT_GONE = Disconnect(3000, "connection closed")
+"""What ``on_disconnect`` hooks are told when the client ended the connection."""
 
 
 class Session:
@@ -71,6 +77,22 @@ class Session:
         codec: the connection's wire format (JSON or Protobuf).
         app_pings: send protocol pings (False when the transport uses WebSocket ping frames).
         remote: the peer address, for logs.
+        unidirectional: a uni_* transport's session: the client sends nothing after its
+            connect request, so pings expect no pong, the connect result is a push and the
+            channels the request names are subscribed on the server side
+            (:mod:`hubbub.transports.uni`).
+        stream_session: the id an HTTP stream's client names in its ``/emulation`` requests
+            ("" for a WebSocket): sent in the connect result (with this node's uid for
+            bidirectional streams), and the key the node finds the session under while it is
+            connected (:mod:`hubbub.transports.emulation`).
+        knock: what the transport saw of the opening request: the hooks and the proxies see
+            its headers and transport name as :attr:`handshake`.
+
+    Attributes:
+        handshake: the opening request (:class:`~hubbub.hook_types.Handshake`); once
+            connected, only the headers the configured proxies forward are kept.
+        meta: the connection's server-side data (from the token's ``meta`` claim or the
+            credentials of ``on_connecting``).
     """
 
     # Slots: one session per connection, tens of thousands at once.
@@ -78,6 +100,7 @@ class Session:
         "_app_pings",
         "_bucket",
         "_close_detail",
+        "_close_reason",
         "_connect_failed",
         "_expire_timer",
         "_heartbeat",
@@ -88,14 +111,18 @@ class Session:
         "client_id",
         "codec",
         "expire_at",
+        "handshake",
         "info",
         "log",
+        "meta",
         "name",
         "node",
         "remote",
         "state",
+        "stream_session",
         "subscriptions",
         "transport",
+        "unidirectional",
         "user",
         "version",
     )
@@ -108,8 +135,13 @@ class Session:
         codec: Codec = JSON,
         app_pings: bool = True,
         remote: str = "",
+        unidirectional: bool = False,
+        stream_session: str = "",
+        knock: Knock | None = None,
     ) -> None:
         self.node = node
+        self.stream_session = stream_session
+        self.unidirectional = unidirectional
         self.transport = transport
         self.codec = codec
         self.client_id = str(uuid.uuid4())
@@ -123,6 +155,14 @@ class Session:
         self.name = ""
         self.version = ""
         self.expire_at: float | None = None
+        self.meta: msgspec.Raw = EMPTY
+        self.handshake = Handshake(
+            transport=knock.transport if knock is not None else "websocket",
+            protocol=codec.name,
+            remote=remote,
+            headers=tuple(knock.headers) if knock is not None else (),
+        )
+        self._close_reason: Disconnect | None = None
         self._app_pings = app_pings
         self._connect_failed = False
         self._stale_timer: Timer | None = None
@@ -157,12 +197,14 @@ class Session:
                 "closing (user %r): %s %s%s", self.user, reason.code, reason.reason, detail
             )
         self.node.metrics_disconnect(reason.code)
+        self._close_reason = reason
         self.transport.close(reason.code, reason.reason)
 
     def slow(self) -> None:
         """The transport dropped this connection's backlog and closes it with 3008 (slow)."""
         self.log.info("closing (user %r): 3008 slow", self.user)
         self.node.metrics_disconnect(DisconnectCode.SLOW)
+        self._close_reason = disconnect(DisconnectCode.SLOW)
 
     async def closed(self) -> None:
         """The connection is gone: cancel timers, leave every channel, forget the user."""
@@ -182,6 +224,9 @@ class Session:
             await session_subscribe.remove_subscription(self, channel)
         if was_connected:
             self.node.unregister_session(self)
+            if self.node.disconnect_handlers:
+                reason = self._close_reason or _CLIENT_GONE
+                self.node.notify_disconnect(self, reason.code, reason.reason)
             if self.user and self.node.settings.limits.connections_per_user:
                 await session_connect.uncount(self)
 
@@ -280,6 +325,9 @@ class Session:
         """Set the connection's expiry from the server side (``None`` = never)."""
         self.expire_at = expire_at
         session_connect.arm_expiry(self)
+        if self.unidirectional and self.state is State.CONNECTED:
+            # A uni client cannot ask; it learns the new expiry from a refresh push.
+            session_connect.push_refresh(self)
 
     async def server_subscribe(
         self,
@@ -326,8 +374,30 @@ class Session:
             sub.offset = offset
         self.transport.write(data)
 
+    def deliver_delta(self, channel: str, pub: Publication, push: DeltaPush, epoch: str) -> None:
+        """Send a publication of ``channel`` to a subscription that negotiated delta: the
+        delta when the client holds its base, else the full payload (called by the node's
+        fan-out, :mod:`hubbub.delta`)."""
+        sub = self.subscriptions.get(channel)
+        if sub is None or sub.stale:
+            return
+        if sub.pending is not None:
+            sub.pending.append((pub, push, epoch))
+            return
+        offset = pub.offset
+        if sub.recoverable and offset and (offset != sub.offset + 1 or epoch != sub.epoch):
+            self._judge(sub, pub, push, epoch, merging=False)
+            return
+        self.transport.write(push.frame_for(sub, self.codec))
+
     def _judge(
-        self, sub: Subscription, pub: Publication, data: bytes, epoch: str, *, merging: bool
+        self,
+        sub: Subscription,
+        pub: Publication,
+        data: bytes | DeltaPush,
+        epoch: str,
+        *,
+        merging: bool,
     ) -> None:
         """Write a publication that continues ``sub``'s position; skip one the subscribe reply
         already covered; on anything else (a gap, an offset that went back, another epoch)
@@ -336,6 +406,8 @@ class Session:
         if verdict.lost:
             self.node.stream_lost(self, sub, verdict)
         elif verdict is Verdict.CONTINUES:
+            if isinstance(data, DeltaPush):
+                data = data.frame_for(sub, self.codec)  # moves the position itself
             sub.offset = pub.offset
             self.transport.write(data)
         # Verdict.SEEN: recovered, or the reply's position covered it.

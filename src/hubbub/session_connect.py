@@ -9,26 +9,31 @@ from __future__ import annotations
 
 import enum
 import weakref
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from hubbub import session_subscribe
+from hubbub import session_hooks, session_subscribe
 from hubbub.auth import ConnectionClaims, TokenExpired, TokenInvalid
 from hubbub.config import ChannelOptions
 from hubbub.engines.retry import RetryQueue
 from hubbub.heartbeat import Heartbeat
+from hubbub.hook_types import ConnectContext
 from hubbub.protocol.codes import DisconnectCode, ErrorCode, disconnect, error
 from hubbub.protocol.messages import (
     EMPTY,
     ClientInfo,
     ConnectRequest,
     ConnectResult,
+    Push,
+    RefreshPush,
     RefreshRequest,
     RefreshResult,
     Reply,
     SubscribeResult,
 )
+from hubbub.session_hooks import CLIENT_GONE, claims_of, payload
 from hubbub.subscription import Subscription
 
 if TYPE_CHECKING:
@@ -53,7 +58,16 @@ async def connect(session: Session, cmd_id: int, req: ConnectRequest) -> Reply |
     """
     node = session.node
     settings = session._settings
-    if req.token:
+    granted = None
+    if req.headers:
+        # Kept with the handshake: the proxies forward those listed in emulated_headers.
+        session.handshake = replace(session.handshake, emulated=tuple(req.headers.items()))
+    if node.connecting_handlers:
+        # The application (or the connect proxy) decides first; None leaves it to the token.
+        granted = await node.run_connecting(ConnectContext(session, session.handshake, req))
+    if granted is not None:
+        claims = claims_of(granted)
+    elif req.token:
         try:
             claims = node.verifier.verify_connection(req.token)
         except TokenExpired:
@@ -74,6 +88,7 @@ async def connect(session: Session, cmd_id: int, req: ConnectRequest) -> Reply |
     session.version = req.version[:64]
     session.info = ClientInfo(user=session.user, client=session.client_id, conn_info=claims.info)
     session.expire_at = claims.expire_at
+    session.meta = claims.meta
 
     # Server-side subscriptions: the token's channels, then the personal channel.
     server_subs: dict[str, tuple[msgspec.Raw, msgspec.Raw, ChannelOptions]] = {}
@@ -86,6 +101,14 @@ async def connect(session: Session, cmd_id: int, req: ConnectRequest) -> Reply |
         personal = node.rules.personal_channel(session.user)
         if personal not in server_subs:
             server_subs[personal] = (EMPTY, EMPTY, node.rules.options(personal))
+    if session.unidirectional and granted is None:
+        # A uni client cannot subscribe: the channels its request names are subscribed here,
+        # those it could subscribe to itself; the others are ignored without a word.
+        for channel in req.subs:
+            if channel not in server_subs:
+                asked = session_subscribe.requested_channel(session, channel)
+                if asked is not None:
+                    server_subs[channel] = (EMPTY, EMPTY, asked)
     if len(server_subs) > settings.channel_limit:
         raise disconnect(DisconnectCode.CHANNEL_LIMIT)
 
@@ -99,6 +122,9 @@ async def connect(session: Session, cmd_id: int, req: ConnectRequest) -> Reply |
         )
     ):
         raise disconnect(DisconnectCode.CONNECTION_LIMIT)
+    if session.state is not State.CONNECTING:
+        # The client left while a hook or the engine was asked: register nothing.
+        raise CLIENT_GONE
     session.state = State.CONNECTED
     node.register_session(session)
     results: dict[str, SubscribeResult] = {}
@@ -132,17 +158,29 @@ async def connect(session: Session, cmd_id: int, req: ConnectRequest) -> Reply |
         raise
 
     result = ConnectResult(client=session.client_id, version=node.version, subs=results)
+    if granted is not None and granted.data is not None:
+        result.data = payload(granted.data)
+    if session.stream_session:
+        # HTTP streams: the client names its session, and for emulation its node, in every
+        # command it sends through /emulation.
+        result.session = session.stream_session
+        if not session.unidirectional:
+            result.node = node.uid
     if session.expire_at is not None:
-        result.expires = True
-        result.ttl = max(int(session.expire_at - now), 1)
+        if not node.refresh_handlers:
+            # The client refreshes with a new token; with on_refresh hooks the server does.
+            result.expires = True
+            result.ttl = max(int(session.expire_at - now), 1)
         arm_expiry(session)
+    # A uni client has no way to answer pings: they only show it the stream is alive.
+    pong_timeout = 0.0 if session.unidirectional else settings.pong_timeout
     if session._app_pings:
         result.ping = int(settings.ping_interval)
-        result.pong = settings.pong_timeout > 0
+        result.pong = pong_timeout > 0
         session._heartbeat = Heartbeat(
             node.clock,
             interval=settings.ping_interval,
-            pong_timeout=settings.pong_timeout,
+            pong_timeout=pong_timeout,
             ping=session._ping,
             no_pong=session._no_pong,
         )
@@ -155,6 +193,9 @@ async def connect(session: Session, cmd_id: int, req: ConnectRequest) -> Reply |
     session._write(Reply(id=cmd_id, connect=result))
     for sub in activated:
         await session_subscribe.activate(session, sub)
+    # Only the headers the proxies forward (or the application asked for) stay with the
+    # connection: every idle connection would otherwise hold its whole opening request.
+    session.handshake = session.handshake.keep(node.kept_headers, node.kept_emulated)
     session.log.debug("connected as user %r", session.user)
     for handler in node.connect_handlers:
         node.spawn(handler(session))
@@ -186,22 +227,39 @@ async def refresh(session: Session, cmd_id: int, req: RefreshRequest) -> Reply:
     return Reply(id=cmd_id, refresh=result)
 
 
+def push_refresh(session: Session) -> None:
+    """Tell a uni client its connection's new expiry (``refresh`` push): it cannot ask."""
+    push = RefreshPush()
+    if session.expire_at is not None:
+        push.expires = True
+        push.ttl = max(int(session.expire_at - session.node.clock.time()), 1)
+    session.transport.write(session.codec.encode_push(Push(refresh=push)))
+
+
 def arm_expiry(session: Session) -> None:
     """(Re)start the timer that closes the connection (3005) once ``session.expire_at`` has
-    passed by ``expired_close_delay`` (the client's time to refresh); none without expiry."""
+    passed by ``expired_close_delay`` (the client's time to refresh); none without expiry.
+    With ``on_refresh`` hooks the timer asks them at ``expire_at`` instead
+    (:func:`hubbub.session_hooks.server_refresh`)."""
     if session._expire_timer is not None:
         session._expire_timer.cancel()
         session._expire_timer = None
     if session.expire_at is None:
         return
     clock = session.node.clock
-    delay = session.expire_at - clock.time() + session._settings.expired_close_delay
-    session._expire_timer = clock.call_later(delay, lambda: _on_expired(session))
+    on_server = bool(session.node.refresh_handlers)
+    grace = 0.0 if on_server else session._settings.expired_close_delay
+    delay = session.expire_at - clock.time() + grace
+    session._expire_timer = clock.call_later(delay, lambda: _on_expired(session, on_server))
 
 
-def _on_expired(session: Session) -> None:
+def _on_expired(session: Session, on_server: bool) -> None:
     session._expire_timer = None
-    if session.expire_at is not None and session.expire_at <= session.node.clock.time():
+    if on_server:
+        # Armed for this very expiry (a new one re-arms): ask even if the timer fired a
+        # hair early.
+        session.node.spawn(session_hooks.server_refresh(session))
+    elif session.expire_at is not None and session.expire_at <= session.node.clock.time():
         session.close(disconnect(DisconnectCode.EXPIRED))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hubbub.engines.base import HistoryFilter, StreamPosition
+from hubbub.hook_types import PublishContext, PublishDecision
 from hubbub.payload import to_payload
 from hubbub.protocol.codes import (
     Disconnect,
@@ -45,22 +46,48 @@ def _check_channel(channel: str) -> None:
 
 
 async def publish(session: Session, cmd_id: int, req: PublishRequest) -> Reply:
-    """The ``publish`` command, as the subscription's info when subscribed."""
+    """The ``publish`` command, as the subscription's info when subscribed. The ``on_publish``
+    hooks (the publish proxy among them) decide first; without their decision the
+    namespace's permissions do."""
     _check_channel(req.channel)
+    node = session.node
     sub = session.subscriptions.get(req.channel)
-    opts = session.node.rules.check_publish(
-        req.channel, session.user, subscribed=sub is not None, insecure=session._insecure
-    )
+    decision = None
+    if node.publish_handlers:
+        opts = node.channel_options(req.channel)
+        if not req.data:
+            raise error(ErrorCode.BAD_REQUEST, "bad request: empty data")
+        decision = await node.run_publish(PublishContext(session, req.channel, req.data))
+    if decision is None:
+        opts = node.rules.check_publish(
+            req.channel, session.user, subscribed=sub is not None, insecure=session._insecure
+        )
+        decision = _AS_SENT
     if not req.data:
         raise error(ErrorCode.BAD_REQUEST, "bad request: empty data")
     data = req.data
-    if session.codec.binary and not opts.binary:
+    if decision.data is not None:
+        data = to_payload(decision.data, binary=opts.binary)
+    elif session.codec.binary and not opts.binary:
         # JSON clients may read this channel: the bytes must be JSON text (checked, and raw
         # newlines dropped since they would split a JSON frame).
         data = to_payload(bytes(data))
     info = sub.info if sub is not None else session.info
-    await session.node.publish_with_options(req.channel, data, opts, info=info)
+    await node.publish_with_options(
+        req.channel,
+        data,
+        opts,
+        info=info,
+        tags=decision.tags,
+        skip_history=decision.skip_history,
+        idempotency_key=decision.idempotency_key,
+        delta=decision.delta,
+    )
     return Reply(id=cmd_id, publish=EmptyResult())
+
+
+_AS_SENT = PublishDecision()
+"""A publication the namespace's permissions allowed: the client's data, as sent."""
 
 
 def _check_presence(session: Session, channel: str) -> None:
@@ -127,13 +154,25 @@ async def history(session: Session, cmd_id: int, req: HistoryRequest) -> Reply:
 
 
 async def rpc(session: Session, cmd_id: int, req: RPCRequest) -> Reply:
-    """The ``rpc`` command: the application's handler of the method answers (104 without
-    one; a handler's own failure is logged and answered 100)."""
-    handler = session.node.rpc_handlers.get(req.method)
-    if handler is None:
-        raise error(ErrorCode.METHOD_NOT_FOUND)
+    """The ``rpc`` command: the application's handler of the method answers; a handler's own
+    failure is logged and answered 100.
+
+    Without a handler for the method: 108 "not available" when the application registered no
+    RPC handler at all (RPC is off, as in Centrifugo's default configuration), 104 "method not
+    found" when it registered others.
+    """
+    node = session.node
+    handlers = node.rpc_handlers
+    handler = handlers.get(req.method)
+    if handler is None and node.rpc_fallback is None:
+        raise error(ErrorCode.METHOD_NOT_FOUND if handlers else ErrorCode.NOT_AVAILABLE)
     try:
-        data = await handler(session, req.data)
+        if handler is not None:
+            data = await handler(session, req.data)
+        else:
+            # The RPC proxy routes the method by namespace (104 / 108 for those it does not).
+            assert node.rpc_fallback is not None
+            data = await node.rpc_fallback(session, req.method, req.data)
     except (ProtocolError, Disconnect):
         raise
     except Exception:

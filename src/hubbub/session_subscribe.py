@@ -18,9 +18,12 @@ import msgspec
 
 from hubbub.auth import SubscriptionClaims, TokenExpired, TokenInvalid
 from hubbub.config import ChannelOptions
+from hubbub.delta import DeltaPush, negotiate, recovered
 from hubbub.engines.base import HistoryFilter, StreamPosition
+from hubbub.hook_types import SubscribeContext, SubscribeOptions
 from hubbub.protocol.codes import (
     UNSUBSCRIBE_REASONS,
+    Disconnect,
     DisconnectCode,
     ErrorCode,
     ProtocolError,
@@ -42,6 +45,7 @@ from hubbub.protocol.messages import (
     SubscribeResult,
     UnsubscribePush,
 )
+from hubbub.session_hooks import CLIENT_GONE, arm_sub_expiry, payload
 from hubbub.subscription import Subscription, recovery_complete, subscription_flags
 
 if TYPE_CHECKING:
@@ -57,55 +61,128 @@ def check_readable(session: Session, opts: ChannelOptions) -> None:
         )
 
 
+SHARED_POLL = 4
+"""The subscribe request's ``type`` of a shared-poll subscription."""
+MAP_TYPES = frozenset({1, 2, 3})
+"""The ``type`` values of map subscriptions: map, map_clients, map_users."""
+
+
+def check_subscription_type(session: Session, req: SubscribeRequest) -> None:
+    """Refuse subscription types other than streams, as Centrifugo does for a channel whose
+    namespace is a stream (hubbub serves streams only).
+
+    Raises:
+        ProtocolError: 108 for shared-poll (before any other check); for a map type, 107 for
+            a bad channel name, 102 for an unknown namespace, then 103. Other values go on as
+            a stream subscription.
+    """
+    if req.type == SHARED_POLL:
+        raise error(ErrorCode.NOT_AVAILABLE)
+    if req.type in MAP_TYPES:
+        rules = session.node.rules
+        rules.validate(req.channel)
+        rules.options(req.channel)
+        raise error(ErrorCode.PERMISSION_DENIED)
+
+
 async def subscribe(session: Session, cmd_id: int, req: SubscribeRequest) -> Reply | None:
     """The ``subscribe`` command: check, subscribe, reply (written here), go live."""
     node = session.node
     channel = req.channel
     if not channel:
         raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: empty channel")
+    if req.type:
+        check_subscription_type(session, req)
     node.rules.validate(channel)
     if channel in session.subscriptions:
         raise error(ErrorCode.ALREADY_SUBSCRIBED)
     if len(session.subscriptions) >= session._settings.channel_limit:
         raise error(ErrorCode.LIMIT_EXCEEDED)
     claims: SubscriptionClaims | None = None
+    granted: SubscribeOptions | None = None
     if req.token:
         claims = _verify_token(session, channel, req.token)
-    opts = node.rules.check_subscribe(
-        channel,
-        session.user,
-        has_valid_token=claims is not None,
-        insecure=session._insecure,
-    )
-    if claims is not None and claims.override is not None:
-        opts = claims.override.apply(opts)
+    elif node.subscribe_handlers and not node.rules.is_private(channel):
+        # The application (or the subscribe proxy) decides first; a token decides alone.
+        granted = await node.run_subscribe(SubscribeContext(session, channel, req.data))
+        if session.transport.closing or channel in session.subscriptions:
+            # The client left, or subscribed meanwhile: make nothing.
+            raise CLIENT_GONE if session.transport.closing else error(ErrorCode.ALREADY_SUBSCRIBED)
+    if granted is not None:
+        opts = node.rules.options(channel)
+        expire_at, override = granted.expire_at, granted.override
+        chan_info, data = payload(granted.info), payload(granted.data)
+    else:
+        opts = node.rules.check_subscribe(
+            channel,
+            session.user,
+            has_valid_token=claims is not None,
+            insecure=session._insecure,
+        )
+        expire_at = claims.expire_at if claims else None
+        override = claims.override if claims else None
+        chan_info = claims.info if claims else EMPTY
+        data = claims.data if claims else EMPTY
+    if override is not None:
+        opts = override.apply(opts)
     check = node.subscribe_checks.get(node.rules.namespace_of(channel))
     if check is not None:
         await check(session, channel)
     now = node.clock.time()
-    if claims is not None and claims.expire_at is not None and claims.expire_at <= now:
+    if expire_at is not None and expire_at <= now:
         raise error(ErrorCode.EXPIRED)
     sub, result = await add_subscription(
         session,
         channel,
         opts,
-        chan_info=claims.info if claims else EMPTY,
-        data=claims.data if claims else EMPTY,
+        chan_info=chan_info,
+        data=data,
         recover=req,
         server_side=False,
         join_leave_requested=req.join_leave,
     )
-    if claims is not None and claims.expire_at is not None:
-        sub.expire_at = claims.expire_at
-        result.expires = True
-        result.ttl = max(int(claims.expire_at - now), 1)
-        _arm_expiry(session, sub)
+    if expire_at is not None:
+        sub.expire_at = expire_at
+        on_server = granted is not None and granted.refresh_on_server
+        if not on_server:
+            result.expires = True
+            result.ttl = max(int(expire_at - now), 1)
+        arm_sub_expiry(session, sub, on_server=on_server)
     if req.flag & 2 and result.was_recovering and not result.recovered and sub.recoverable:
         await remove_subscription(session, channel)
         raise error(ErrorCode.UNRECOVERABLE_POSITION)
     session._write(Reply(id=cmd_id, subscribe=result))
     await activate(session, sub)
     return None
+
+
+def requested_channel(session: Session, channel: str) -> ChannelOptions | None:
+    """The options of ``channel`` if a uni client that names it in its connect request may
+    be subscribed to it: only where it could subscribe itself (valid name, not private, no
+    subscribe check of the application nor subscribe proxy in the namespace, the namespace's
+    permissions); None otherwise.
+
+    Raises:
+        Disconnect: 3501 for a channel of an unknown namespace.
+    """
+    rules = session.node.rules
+    try:
+        rules.validate(channel)
+    except (ProtocolError, Disconnect):
+        return None
+    try:
+        opts = rules.options(channel)
+    except ProtocolError:
+        raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: unknown channel") from None
+    checked = rules.namespace_of(channel) in session.node.subscribe_checks
+    if checked or opts.subscribe_proxy_enabled:
+        return None
+    try:
+        return rules.check_subscribe(
+            channel, session.user, has_valid_token=False, insecure=session._insecure
+        )
+    except ProtocolError:
+        return None
 
 
 def _verify_token(session: Session, channel: str, token: str) -> SubscriptionClaims:
@@ -189,6 +266,7 @@ async def add_subscription(
     """
     node = session.node
     check_readable(session, opts)
+    delta = negotiate(recover.delta if recover is not None else "", opts.allowed_delta_types)
     flags = subscription_flags(
         opts,
         server_side=server_side,
@@ -210,17 +288,24 @@ async def add_subscription(
         recoverable=flags.positioned,
         push_join_leave=flags.push_join_leave,
         reconnects=node.engine_reconnects,
+        delta=delta,
     )
     session.subscriptions[channel] = sub
-    result = SubscribeResult(data=data)
+    result = SubscribeResult(data=data, delta=delta)
     try:
-        await node.add_subscriber(channel, session)
+        await node.add_subscriber(channel, session, delta=delta)
         if flags.positioned:
             result.recoverable = flags.recoverable
             result.positioned = True
             if recover is not None and recover.recover:
                 result.was_recovering = True
                 await _recover(session, sub, recover, result)
+                if delta and result.recovered:
+                    # The client keeps its base across resubscribes: deltas may go on.
+                    sub.delta_ready = True
+                    if result.publications:
+                        node.seed_delta_base(channel, result.publications[-1], result.epoch)
+                    result.publications = recovered(result.publications, session.codec.binary)
             else:
                 top = await node.stream_top(channel, opts)
                 result.epoch, result.offset = top.epoch, top.offset
@@ -274,6 +359,8 @@ async def activate(session: Session, sub: Subscription) -> None:
             if sub.recoverable and pub.offset:
                 session._judge(sub, pub, data, epoch, merging=True)
             else:
+                if isinstance(data, DeltaPush):
+                    data = data.frame_for(sub, session.codec)
                 session.transport.write(data)
     live = session.subscriptions.get(sub.channel) is sub and not sub.stale
     if live and sub.recoverable and sub.reconnects != node.engine_reconnects:
@@ -304,6 +391,8 @@ async def remove_subscription(session: Session, channel: str, *, announce: bool 
     if sub.expire_timer is not None:
         sub.expire_timer.cancel()
     node = session.node
+    if announce and node.unsubscribe_handlers:
+        node.notify_unsubscribe(session, channel)
     try:
         await node.remove_subscriber(channel, session)
         if sub.options.presence:
@@ -355,28 +444,5 @@ async def sub_refresh(session: Session, cmd_id: int, req: SubRefreshRequest) -> 
             raise error(ErrorCode.EXPIRED)
         result.expires = True
         result.ttl = max(int(claims.expire_at - now), 1)
-    _arm_expiry(session, sub)
+    arm_sub_expiry(session, sub, on_server=False)
     return Reply(id=cmd_id, sub_refresh=result)
-
-
-def _arm_expiry(session: Session, sub: Subscription) -> None:
-    if sub.expire_timer is not None:
-        sub.expire_timer.cancel()
-        sub.expire_timer = None
-    if sub.expire_at is None:
-        return
-    node = session.node
-    delay = sub.expire_at - node.clock.time() + session._settings.expired_close_delay
-    sub.expire_timer = node.clock.call_later(delay, lambda: node.spawn(_on_expired(session, sub)))
-
-
-async def _on_expired(session: Session, sub: Subscription) -> None:
-    sub.expire_timer = None
-    if session.subscriptions.get(sub.channel) is not sub or sub.expire_at is None:
-        return
-    if sub.expire_at > session.node.clock.time():
-        return
-    if sub.server_side:
-        session.close(disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED))
-    else:
-        await server_unsubscribe(session, sub.channel, UnsubscribeCode.EXPIRED)

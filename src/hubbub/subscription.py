@@ -7,11 +7,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from hubbub.clock import Timer
 from hubbub.config import ChannelOptions
 from hubbub.protocol.messages import ClientInfo, Publication
+
+if TYPE_CHECKING:
+    from hubbub.delta import DeltaPush
 
 
 @dataclass(slots=True)
@@ -29,13 +32,17 @@ class Subscription:
         epoch: the stream epoch that offset belongs to.
         pending: while the subscribe reply is not yet written, live publications (with their
             epochs) wait here (``None`` once live); they are merged with recovered ones by
-            offset.
+            offset. Encoded pushes, or for delta subscriptions the :class:`DeltaPush`.
         expire_at: wall time the subscription expires (subscription token), or None.
         expire_timer: the timer that enforces ``expire_at``.
         stale: the stream stopped continuing ``offset``/``epoch``; nothing more is sent on this
             subscription, the client is being told to recover.
         reconnects: the engine reconnects the node had counted when the subscription started;
             one more by the time it goes live means its position may predate an outage.
+        delta: delta compression was negotiated (:mod:`hubbub.delta`); ``offset`` and
+            ``epoch`` then track what was sent even without history.
+        delta_ready: the client holds the payload at ``offset``/``epoch`` as its delta base
+            (it was sent in this subscription, or the subscription recovered).
     """
 
     channel: str
@@ -46,11 +53,13 @@ class Subscription:
     push_join_leave: bool = False
     offset: int = 0
     epoch: str = ""
-    pending: list[tuple[Publication, bytes, str]] | None = field(default_factory=list)
+    pending: list[tuple[Publication, bytes | DeltaPush, str]] | None = field(default_factory=list)
     expire_at: float | None = None
     expire_timer: Timer | None = None
     stale: bool = False
     reconnects: int = 0
+    delta: bool = False
+    delta_ready: bool = False
 
 
 class Flags(NamedTuple):

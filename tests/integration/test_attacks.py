@@ -40,6 +40,7 @@ ATTACKER = r"""
 import base64, json, os, select, socket, struct, sys, time
 
 port, kind, seconds, deaf = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4] == "deaf"
+path = sys.argv[5]
 os.nice(19)  # the server, not the attacker, should get the CPU when both want it
 MASK = b"\0\0\0\0"  # clients must mask; a zero key leaves the payload as it is
 
@@ -57,7 +58,7 @@ FLOODS = {  # what opens the flood, what is repeated
     "header_count": (b"", b"X-H: 1\r\n" * 4096),  # endless headers
 }
 HEAD = (
-    "GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
     "Connection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n"
 )
 LIMIT = 50 * 2**20  # bytes an attacking connection sends at most
@@ -87,7 +88,7 @@ def outcome(data):
 def attack(started_all, sent_before):
     sock = socket.create_connection(("127.0.0.1", port))
     first, repeated = FLOODS[kind]
-    head = HEAD.format(base64.b64encode(os.urandom(16)).decode()).encode()
+    head = HEAD.format(path, base64.b64encode(os.urandom(16)).decode()).encode()
     received = b""
     if kind.startswith("header"):
         sock.sendall(head + first)
@@ -209,7 +210,7 @@ class ControlClient:
 
 
 async def attacked(
-    server: RunningServer, kind: str, deaf: bool = False
+    server: RunningServer, kind: str, deaf: bool = False, path: str = "/connection/websocket"
 ) -> tuple[list[dict[str, Any]], list[float], list[float], ControlClient, int]:
     """Run the attack ``kind`` against ``server`` while the control client measures:
     the attacker's connections, the baseline and attack round trips, the control client,
@@ -225,6 +226,7 @@ async def attacked(
         kind,
         str(ATTACK),
         "deaf" if deaf else "reads",
+        path,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -254,6 +256,10 @@ ATTACKS = [  # kind, whether it never reads, its close codes, the counter of its
 CASES = [(*attack, "native") for attack in ATTACKS] + [
     (*attack, "asgi") for attack in ATTACKS if not attack[0].startswith("header")
 ]
+# The native transport hands every other WebSocket path to uvicorn's protocol: the same limits
+# must hold there (a ping flood on the unidirectional WebSocket endpoint).
+UNI = "/connection/uni_websocket"
+CASES += [("ping", False, {3013}, "limit.frame_rate", "native-uni")]
 
 
 @pytest.mark.slow
@@ -270,12 +276,15 @@ async def test_an_attacker_does_not_stall_the_node(
     counters: str,
     transport: str,
 ) -> None:
-    server: RunningServer = await start_server(suite_settings(transport=transport))
+    path = UNI if transport.endswith("-uni") else "/connection/websocket"
+    transport = transport.removesuffix("-uni")
+    settings = suite_settings(transport=transport, uni_websocket={"enabled": True})
+    server: RunningServer = await start_server(settings)
     # A shared machine can preempt this process for a slice during one window and not the
     # next: a case whose control p99 misses its bound is measured once more, and fails if it
     # misses again. A stalled loop misses every time (hundreds to thousands of milliseconds).
     for _ in range(2):
-        closes, baseline, during, control, grown = await attacked(server, kind, deaf)
+        closes, baseline, during, control, grown = await attacked(server, kind, deaf, path)
         print(  # the figures, for -s
             f"{kind}{'-deaf' if deaf else ''}: baseline p99 {p99(baseline) * 1000:.1f} ms, "
             f"attack p99 {p99(during) * 1000:.1f} ms, {control.timeouts} timeouts, "

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 from hubbub.testing import Hub, hub_settings, run_hub
@@ -30,8 +31,22 @@ def curl_blocks() -> list[tuple[str, str, int]]:
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for block in re.findall(r"^```sh\n(.*?)^```", path.read_text(), re.S | re.M):
             commands = len(re.findall(r"^curl ", block, re.M))
-            if commands:
+            if commands and not re.search(STREAMING, block, re.M):
                 found.append((path.relative_to(ROOT).as_posix(), block, commands))
+    return found
+
+
+STREAMING = r"^curl -N "
+"""A ``curl -N`` block listens to a stream (uni_http_stream…): it runs until interrupted."""
+
+
+def stream_blocks() -> list[tuple[str, str]]:
+    """(file, block) of every ``sh`` block that listens with ``curl -N``."""
+    found: list[tuple[str, str]] = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"^```sh\n(.*?)^```", path.read_text(), re.S | re.M):
+            if re.search(STREAMING, block, re.M):
+                found.append((path.relative_to(ROOT).as_posix(), block))
     return found
 
 
@@ -69,3 +84,33 @@ async def test_every_curl_example_gets_an_answer() -> None:
                 except ValueError:
                     raise AssertionError(f"{source}: {block!r} answered {answer!r}") from None
                 assert isinstance(decoded, dict), (source, block, answer)
+
+
+async def test_every_streaming_curl_example_listens() -> None:
+    """A ``curl -N`` example gets the connect message, then what is published to the
+    channels it was subscribed to, each a JSON line, until it is interrupted."""
+    blocks = stream_blocks()
+    assert any("uni_http_stream" in block for _, block in blocks), blocks
+    async with run_hub(hub_settings()) as hub:
+        env = {"PATH": os.environ.get("PATH", ""), "TOKEN": hub.token("alice")}
+        for source, block in blocks:
+            proc = await asyncio.create_subprocess_exec(
+                "bash", "-c", block.replace(ADDRESS, hub.http), env=env,
+                stdout=asyncio.subprocess.PIPE, start_new_session=True,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            try:
+                line = await asyncio.wait_for(proc.stdout.readline(), 10 * UNIT)
+                first = json.loads(line.removeprefix(b"data: "))
+                connect = first.get("connect")
+                assert isinstance(connect, dict), (source, block, line)
+                for channel in connect.get("subs", {}):
+                    await hub.node.publish(channel, {"doc": source})
+                    line = await asyncio.wait_for(proc.stdout.readline(), 10 * UNIT)
+                    while line.strip() in (b"", b"{}"):  # SSE's blank lines, pings
+                        line = await asyncio.wait_for(proc.stdout.readline(), 10 * UNIT)
+                    # A bare push (uni transports) or one in a reply (bidirectional ones).
+                    assert json.dumps(channel) in line.decode(), (source, block, line)
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)  # Ctrl-C, for curl and its shell
+                await proc.wait()

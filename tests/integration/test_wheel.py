@@ -158,6 +158,10 @@ def test_wheel_installs_small_and_serves(tmp_path: Path) -> None:
         wait_healthy(server, f"http://127.0.0.1:{port}/healthz")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5 * UNIT) as page:
             assert page.status == 200 and b"<html" in page.read().lower()
+        # The page's client, the npm SDK's browser build, is package data of the wheel.
+        sdk_url = f"http://127.0.0.1:{port}/static/vendor/centrifuge.js"
+        with urllib.request.urlopen(sdk_url, timeout=5 * UNIT) as sdk:
+            assert sdk.status == 200 and b"globalThis.Centrifuge=" in sdk.read()
         url = f"ws://127.0.0.1:{port}/connection/websocket"
         answer = run(python, "-c", CLIENT, url, str(20 * UNIT), cwd=tmp_path, timeout=30 * UNIT)
         assert "hello from the wheel" in answer.stdout, answer.stdout

@@ -81,6 +81,19 @@ def test_development_mode_secret() -> None:
     assert Settings().token.hmac_secret_key == ""
 
 
+def test_short_hmac_keys_are_taken_unless_strong_keys_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(token={"hmac_secret_key": "short"}).token.hmac_secret_key == "short"
+    monkeypatch.setenv("HUBBUB_TOKEN__HMAC_SECRET_KEY", "short")
+    monkeypatch.setenv("HUBBUB_TOKEN__REQUIRE_STRONG_KEYS", "true")
+    with pytest.raises(ConfigError, match="require_strong_keys") as refused:
+        load_settings()
+    assert "hmac_secret_key" in str(refused.value) and "short" not in str(refused.value)
+    monkeypatch.setenv("HUBBUB_TOKEN__HMAC_SECRET_KEY", "k" * 32)
+    assert load_settings().token.require_strong_keys
+
+
 def test_the_sqlite_archive_lives_next_to_the_configuration(tmp_path: Path) -> None:
     folder = tmp_path / "etc"
     folder.mkdir()

@@ -59,6 +59,7 @@ class FakeSession:
 
     client_id: str
     user: str
+    stream_session: str = ""
 
 
 class RefusingBroker(MemoryBroker):

@@ -305,8 +305,9 @@ async def test_refresh_for_another_user(h: Harness) -> None:
 
 async def test_rpc(h: Harness) -> None:
     session = await h.session()
+    # No handler registered at all: RPC is not available (108, as Centrifugo's default).
     await send(session, {"id": 2, "rpc": {"method": "nope", "data": {}}})
-    assert transport(session).take()[0]["error"] == {"code": 104, "message": "method not found"}
+    assert transport(session).take()[0]["error"] == {"code": 108, "message": "not available"}
 
     @h.node.rpc("echo")
     async def echo(s: Session, data: msgspec.Raw) -> msgspec.Raw:
@@ -314,6 +315,9 @@ async def test_rpc(h: Harness) -> None:
 
     await send(session, {"id": 3, "rpc": {"method": "echo", "data": [1]}})
     assert transport(session).take()[0] == {"id": 3, "rpc": {"data": {"user": "alice", "got": [1]}}}
+    # Handlers exist, not for this method: 104.
+    await send(session, {"id": 4, "rpc": {"method": "nope", "data": {}}})
+    assert transport(session).take()[0]["error"] == {"code": 104, "message": "method not found"}
 
 
 async def test_send_without_handler(h: Harness) -> None:

@@ -179,6 +179,7 @@ class ServerAPI:
             tags=req.tags or None,
             skip_history=req.skip_history,
             idempotency_key=req.idempotency_key,
+            delta=req.delta,
         )
         return _position(position)
 
@@ -193,6 +194,7 @@ class ServerAPI:
             tags=req.tags or None,
             skip_history=req.skip_history,
             idempotency_key=req.idempotency_key,
+            delta=req.delta,
         ):
             if isinstance(outcome, ProtocolError):
                 responses.append({"error": {"code": outcome.code, "message": outcome.message}})

@@ -18,6 +18,7 @@ class _Payload(Struct):
     skip_history: bool = False
     tags: dict[str, str] = field(default_factory=dict)
     idempotency_key: str = ""
+    delta: bool = False
 
 
 class PublishRequest(_Payload):

@@ -40,6 +40,24 @@ def not_found(message: str) -> ProtocolError:
     return ProtocolError(NOT_FOUND, f"not found: {message}")
 
 
+class UnknownUsers(ProtocolError):
+    """A notification named users who are not known (never connected, never added with
+    :meth:`hubbub.Hub.add_users`); nothing was sent to anyone.
+
+    An application catches it to answer its own way (a 404, a form error); the RPC methods
+    and HTTP routes answer it as the application error 404.
+
+    Attributes:
+        users: the unknown users, in the order given.
+    """
+
+    def __init__(self, users: list[str]) -> None:
+        shown = ", ".join(repr(u[:64]) for u in users[:10])
+        more = f" and {len(users) - 10} more" if len(users) > 10 else ""
+        super().__init__(NOT_FOUND, f"not found: unknown users {shown}{more}")
+        self.users = users
+
+
 def http_status(exc: ProtocolError) -> int:
     """The HTTP status of an application error."""
     return _STATUS.get(exc.code, 400 if exc.code < 500 else 500)

@@ -26,6 +26,7 @@ class _Stored(msgspec.Struct, array_like=True):
     info: _Info | None = None
     tags: dict[str, str] | None = None
     time: int = 0
+    delta: bool = False  # the publisher allowed a delta (absent in entries of older versions)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -67,7 +68,7 @@ def unpack_info(data: bytes) -> ClientInfo:
 def pack_publication(pub: Publication) -> bytes:
     """``pub`` as stored in a stream entry and sent live; its offset travels beside it."""
     info = _to_info(pub.info) if pub.info is not None else None
-    return _encoder.encode(_Stored(bytes(pub.data), info, pub.tags, pub.time))
+    return _encoder.encode(_Stored(bytes(pub.data), info, pub.tags, pub.time, pub.delta))
 
 
 def unpack_publication(data: bytes, offset: int) -> Publication:
@@ -83,4 +84,5 @@ def unpack_publication(data: bytes, offset: int) -> Publication:
         offset=offset,
         tags=stored.tags,
         time=stored.time,
+        delta=stored.delta,
     )

@@ -44,6 +44,9 @@ class Publication(Struct, omit_defaults=True, frozen=True):
     offset: int = 0
     tags: dict[str, str] | None = None
     time: int = 0
+    delta: bool = False
+    """``data`` is a Fossil delta (subscribers that negotiated delta); on the way from the
+    publisher to the fan-out: the publication may be sent as a delta (see hubbub.delta)."""
 
 
 class StreamPositionMsg(Struct, omit_defaults=False):
@@ -70,6 +73,9 @@ class SubscribeRequest(Struct, omit_defaults=True):
     delta: str = ""
     tf: Raw = EMPTY
     flag: int = 0
+    # Subscription type (0 stream, 1 map, 2 map_clients, 3 map_users, 4 shared_poll): hubbub
+    # serves streams only and refuses the others (session_subscribe.check_subscription_type).
+    type: int = 0
 
 
 class ConnectRequest(Struct, omit_defaults=True):
@@ -161,6 +167,7 @@ class SubscribeResult(Struct, omit_defaults=True):
     positioned: bool = False
     data: Raw = EMPTY
     was_recovering: bool = False
+    delta: bool = False
 
 
 class ConnectResult(Struct, omit_defaults=True):
@@ -172,6 +179,9 @@ class ConnectResult(Struct, omit_defaults=True):
     subs: dict[str, SubscribeResult] = field(default_factory=dict)
     ping: int = 0
     pong: bool = False
+    # Emulation and unidirectional transports only: the stream's session id (and its node).
+    session: str = ""
+    node: str = ""
 
 
 class EmptyResult(Struct):
@@ -240,6 +250,11 @@ class DisconnectPush(Struct, omit_defaults=True):
     reconnect: bool = False
 
 
+class RefreshPush(Struct, omit_defaults=True):
+    expires: bool = False
+    ttl: int = 0
+
+
 class Push(Struct, omit_defaults=True):
     channel: str = ""
     pub: Publication | None = None
@@ -248,7 +263,11 @@ class Push(Struct, omit_defaults=True):
     unsubscribe: UnsubscribePush | None = None
     message: MessagePush | None = None
     subscribe: SubscribePush | None = None
+    # Unidirectional transports only: the connect result as the first push, and expiry
+    # changes made by the server.
+    connect: ConnectResult | None = None
     disconnect: DisconnectPush | None = None
+    refresh: RefreshPush | None = None
 
 
 class Reply(Struct, omit_defaults=True):

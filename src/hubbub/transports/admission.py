@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hubbub.config import Settings
@@ -66,6 +67,14 @@ class Knock:
         host: the ``Host`` header.
         subprotocols: the subprotocols the client offered, in its order.
         query: the query string of the request target (after ``?``).
+        transport: the transport's name as proxies see it (``websocket``, ``http_stream``,
+            ``sse``, ...): HTTP streams choose their format by ``content_type``, not by
+            subprotocol.
+        content_type: the request's ``Content-Type`` (HTTP streams): exactly
+            ``application/octet-stream`` asks for Protobuf on ``http_stream``.
+        headers: every header of the request, names in lower case, in the order received
+            (cookies included): what the application's hooks and the proxies see of the
+            handshake (:func:`asgi_headers`, :func:`header_pairs`).
     """
 
     peer: str
@@ -74,6 +83,23 @@ class Knock:
     host: str = ""
     subprotocols: Sequence[str] = ()
     query: str = ""
+    transport: str = "websocket"
+    content_type: str = ""
+    headers: Sequence[tuple[str, str]] = ()
+
+
+def asgi_headers(scope: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The headers of an ASGI connection scope as :attr:`Knock.headers`."""
+    return tuple(
+        (bytes(name).decode("latin-1").lower(), bytes(value).decode("latin-1"))
+        for name, value in scope.get("headers", ())
+    )
+
+
+def header_pairs(headers: Mapping[str, Sequence[str]]) -> tuple[tuple[str, str], ...]:
+    """Headers parsed as lower-case name -> values (the native handshake's) as
+    :attr:`Knock.headers`."""
+    return tuple((name, value) for name, values in headers.items() for value in values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +119,13 @@ class Refusal:
     counter: str = ""
     note: str = ""
 
-    def record(self, counters: Counter[str], remote: str) -> None:
-        """Count and log this refusal of a request from ``remote`` (``host:port``)."""
+    def record(self, counters: Counter[str], remote: str, what: str = "WebSocket") -> None:
+        """Count and log this refusal of a request (a ``what``) from ``remote``
+        (``host:port``)."""
         if self.counter:
             counters[self.counter] += 1
         if self.note:
-            log.warning("refused WebSocket from %s: %s", remote, self.note)
+            log.warning("refused %s from %s: %s", what, remote, self.note)
 
 
 class Admitted:
@@ -190,10 +217,18 @@ class Admission:
         )
         query = parse_qs(knock.query)
         # The format is chosen once per connection: the subprotocol, or a query parameter for
-        # clients that cannot set one.
-        wants_protobuf = subprotocol == PROTOBUF_SUBPROTOCOL or "protobuf" in (
-            query.get("format", []) + query.get("cf_protocol", [])
-        )
+        # clients that cannot set one; an HTTP stream by its request's exact Content-Type (SSE
+        # and the other streams are JSON only).
+        if knock.transport == "websocket":
+            wants_protobuf = subprotocol == PROTOBUF_SUBPROTOCOL or "protobuf" in (
+                query.get("format", []) + query.get("cf_protocol", [])
+            )
+        else:
+            subprotocol = None
+            wants_protobuf = (
+                knock.transport == "http_stream"
+                and knock.content_type == "application/octet-stream"
+            )
         frame_pings = query.get("cf_ws_frame_ping_pong", [""])[0] == "true"
         self.connections += 1
         self.by_address[address] += 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hubbub.protocol.codec import Codec
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.session import Session
-from hubbub.transports.admission import Knock, Refusal
+from hubbub.transports.admission import Knock, Refusal, asgi_headers
 from hubbub.transports.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ class WebSocketEndpoint:
             host=_header(scope, b"host"),
             subprotocols=list(scope.get("subprotocols") or ()),
             query=scope.get("query_string", b"").decode("latin-1"),
+            headers=asgi_headers(scope),
         )
         admitted = self.node.admission.admit(knock, draining=self.node.draining)
         if isinstance(admitted, Refusal):
@@ -131,12 +132,18 @@ class WebSocketEndpoint:
             if admitted.subprotocol is not None:
                 accept["subprotocol"] = admitted.subprotocol
             await send(accept)
-            await self._serve(send, receive, remote, admitted.codec, admitted.frame_pings)
+            await self._serve(send, receive, remote, admitted.codec, admitted.frame_pings, knock)
         finally:
             admitted.release()
 
     async def _serve(
-        self, send: Send, receive: Receive, remote: str, codec: Codec, frame_pings: bool
+        self,
+        send: Send,
+        receive: Receive,
+        remote: str,
+        codec: Codec,
+        frame_pings: bool,
+        knock: Knock,
     ) -> None:
         node = self.node
         max_size = node.settings.client.max_message_size
@@ -153,7 +160,9 @@ class WebSocketEndpoint:
         outbox = Outbox(
             send_frame, send_close, node.settings.client.queue_max_size, codec.separator
         )
-        session = Session(node, outbox, codec=codec, app_pings=not frame_pings, remote=remote)
+        session = Session(
+            node, outbox, codec=codec, app_pings=not frame_pings, remote=remote, knock=knock
+        )
         outbox.on_overflow = session.slow
         writer = asyncio.create_task(outbox.run())
         session.start()

@@ -34,7 +34,7 @@ from hubbub.clock import running_loop
 from hubbub.logs import WEBSOCKETS_LOGGER
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.session import Session
-from hubbub.transports.admission import Admitted, Knock, Refusal
+from hubbub.transports.admission import Admitted, Knock, Refusal, header_pairs
 from hubbub.transports.app_node import node_of
 from hubbub.transports.flush import flusher_for
 from hubbub.transports.handshake import (
@@ -234,6 +234,7 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
             host=request.header("host"),
             subprotocols=offered_subprotocols(request),
             query=request.query,
+            headers=header_pairs(request.headers),
         )
         admitted = node.admission.admit(knock, draining=node.draining)
         if isinstance(admitted, Refusal):
@@ -262,7 +263,9 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
         self._budget_at = node.clock.monotonic()
         self._server_state.connections.add(self)
         # With WebSocket-level pings the client answers at the frame layer; app pings are off.
-        session = Session(node, self, codec=codec, app_pings=not frame_pings, remote=self._remote)
+        session = Session(
+            node, self, codec=codec, app_pings=not frame_pings, remote=self._remote, knock=knock
+        )
         self._session = session
         session.start()
         node.counters[f"connections.{codec.name}"] += 1
@@ -301,11 +304,13 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
         return path == self.node.settings.websocket_path
 
     def _hand_over(self, head: bytes) -> None:
-        """Another WebSocket route: uvicorn's own protocol serves it through the ASGI app."""
-        from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+        """Another WebSocket route (``uni_websocket``, the tutorial's ``/ws/…``): uvicorn's
+        sans-I/O protocol serves it through the ASGI app, with the same frame budget and
+        fragment cap as this transport (a flood on another path must not stall the node)."""
+        from hubbub.transports.asgi_frames import LimitedWebSocketProtocol
 
-        assert AutoWebSocketsProtocol is not None and self._transport is not None
-        other = AutoWebSocketsProtocol(
+        assert self._transport is not None
+        other = LimitedWebSocketProtocol(
             config=self._config, server_state=self._server_state, app_state=self._app_state
         )
         transport = self._transport

@@ -1,7 +1,9 @@
 """Routes of the web pages: the chat page at ``/``, its static files, and what it asks for.
 
-* ``GET /`` → the chat page; ``GET /static/...`` → its script, styles and browser client.
-* ``GET /web/config`` → ``{"websocket": path, "development": bool}``.
+* ``GET /`` → the chat page; ``GET /static/...`` → its script, styles and the npm
+  ``centrifuge`` SDK's browser build (``/static/vendor/centrifuge.js``, ``make vendor-js``).
+* ``GET /web/config`` → ``{"websocket", "http_stream", "sse", "emulation", "development"}``:
+  the paths the page's client connects to (``http_stream`` and ``sse`` null when off).
 * ``POST /web/token`` ``{"user": "alice"}`` → ``{"user", "token"}``: development mode only
   (404 otherwise): anyone may be anyone there. In production the application that embeds the
   page hands it a token in the URL fragment (``/#token=…``).
@@ -47,9 +49,11 @@ def page_routes(node: Node) -> list[BaseRoute]:
     settings = node.settings
     headers = {
         "cache-control": "no-cache",
-        # The page loads only its own files and talks only to its own server.
+        # The page loads only its own files and talks only to its own server: its WebSocket
+        # (CSP 3 matches ws:/wss: of the page's own host with 'self'; a browser that does not
+        # falls back to HTTP streaming), the HTTP-streaming and SSE endpoints and /emulation.
         "content-security-policy": (
-            "default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; "
+            "default-src 'self'; img-src 'self' data:; connect-src 'self'; "
             "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
         ),
         "x-content-type-options": "nosniff",
@@ -59,8 +63,17 @@ def page_routes(node: Node) -> list[BaseRoute]:
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=headers)
 
+    streams = settings.http_stream, settings.sse
+    page_config = {
+        "websocket": settings.websocket_path,
+        "http_stream": settings.http_stream.path if settings.http_stream.enabled else None,
+        "sse": settings.sse.path if settings.sse.enabled else None,
+        "emulation": settings.emulation.path if any(s.enabled for s in streams) else None,
+        "development": settings.development,
+    }
+
     async def config(request: Request) -> dict[str, Any]:
-        return {"websocket": settings.websocket_path, "development": settings.development}
+        return page_config
 
     async def token(request: Request) -> dict[str, Any]:
         args = decode_args(await read_json(request), _TokenRequest)

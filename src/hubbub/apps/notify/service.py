@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from hubbub.apps.errors import bad_request, check_text, not_found
+from hubbub.apps.errors import UnknownUsers, bad_request, check_text
 from hubbub.apps.users import UserRecorder
 from hubbub.config import NotificationSettings
 from hubbub.node import Node
@@ -50,7 +50,7 @@ def notification_view(note: Notification) -> dict[str, Any]:
     return view
 
 
-def _unavailable(exc: StoreError) -> ProtocolError:
+def unavailable(exc: StoreError) -> ProtocolError:
     log.warning("store failed: %s", exc)
     return error(ErrorCode.INTERNAL, "internal server error: notification store unavailable")
 
@@ -116,8 +116,10 @@ class NotificationService:
             The stored notifications, one per recipient.
 
         Raises:
-            ProtocolError: 107 bad field (the message names it); 404 unknown users (listed;
-                nothing is sent to anyone); 100 (temporary) the store is down.
+            UnknownUsers: some users are unknown (a :class:`ProtocolError` 404 listing them;
+                nothing is sent to anyone).
+            ProtocolError: 107 bad field (the message names it); 100 (temporary) the store is
+                down.
         """
         body = check_text(
             body, name="body", max_length=self.settings.max_body_length, required=True
@@ -143,9 +145,7 @@ class NotificationService:
                 known = await self.store.known_users(recipients)
                 unknown = [u for u in recipients if u not in known]
                 if unknown:
-                    shown = ", ".join(repr(u[:64]) for u in unknown[:10])
-                    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-                    raise not_found(f"unknown users {shown}{more}")
+                    raise UnknownUsers(unknown)
             if not recipients:
                 return []
             notes = await self.store.add_notifications(
@@ -157,7 +157,7 @@ class NotificationService:
                 now=self.node.clock.time(),
             )
         except StoreError as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
         await self._push_all(notes)
         return notes
 
@@ -208,14 +208,14 @@ class NotificationService:
             )
             return notes, await self.store.unread_count(user)
         except StoreError as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
 
     async def unread(self, user: str) -> int:
         """How many notifications of ``user`` are unread."""
         try:
             return await self.store.unread_count(user)
         except StoreError as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
 
     async def mark_read(self, user: str, ids: Sequence[int] | None) -> tuple[list[int], int]:
         """Mark ``ids`` (all unread when None) of ``user`` read; tell the user's other tabs.
@@ -226,7 +226,7 @@ class NotificationService:
             changed = await self.store.mark_read(user, ids, self.node.clock.time())
             unread = await self.store.unread_count(user)
         except StoreError as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
         if changed:
             await self._push(user, {"type": "read", "ids": changed, "unread": unread})
         return changed, unread

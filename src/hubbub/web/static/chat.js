@@ -1,7 +1,13 @@
 // The chat page: rooms, messages with history from the archive, who is online, typing, the
 // notification bell. Every piece of user text goes into the page through textContent, never as
 // HTML, so messages that contain markup are shown as the text they are.
-import { Client, ProtocolError } from "/static/hubbub.js";
+//
+// It talks to the server with the npm `centrifuge` SDK's browser build (/static/vendor/
+// centrifuge.js, loaded before this module, sets window.Centrifuge): WebSocket first, then
+// HTTP streaming, then Server-Sent Events when WebSocket cannot get through. The SDK
+// reconnects with backoff, resubscribes and recovers missed publications from each stream,
+// answers pings, and refreshes the connection token before it expires.
+const { Centrifuge } = globalThis;
 
 const $ = (id) => document.getElementById(id);
 const TYPING_SHOWN_MS = 3500;
@@ -39,8 +45,10 @@ const state = {
 // Errors in words: the server's messages are "<what kind>: <detail>" for programs and logs;
 // people see the detail as a sentence, or a sentence for the kind when there is no detail.
 
+// Codes under 100 are the SDK's own (a timeout, a closed transport, no connection): offline.
+const OFFLINE = (err) => Boolean(err) && typeof err.code === "number" && err.code < 100;
+
 const ERROR_SENTENCES = {
-  0: "You are offline.",
   100: "The server had a problem. Try again in a moment.",
   101: "You are not signed in, or your sign-in has expired.",
   102: "That does not exist.",
@@ -61,6 +69,7 @@ function sentence(text) {
 }
 
 function humanError(err) {
+  if (OFFLINE(err)) return "You are offline.";
   const message = String((err && err.message) || "");
   const colon = message.indexOf(": ");
   const detail = colon >= 0 ? message.slice(colon + 2) : "";
@@ -85,8 +94,7 @@ async function mintToken(name) {
   });
   const body = await res.json().catch(() => ({}));
   if (!res.ok) {
-    const error = body.error || { code: res.status, message: `the server answered ${res.status}` };
-    throw new ProtocolError(error.code, error.message);
+    throw body.error || { code: res.status, message: `the server answered ${res.status}` };
   }
   return body;
 }
@@ -133,6 +141,7 @@ const STATUS_TEXT = {
 function setStatus(detail) {
   const el = $("status");
   el.dataset.state = detail.state;
+  el.dataset.transport = detail.transport || ""; // which one the SDK connected with
   document.body.dataset.state = detail.state; // dims what may be out of date while offline
   let text = STATUS_TEXT[detail.state] || detail.state;
   if (detail.state === "failed" && detail.reason) text = `Error: ${detail.reason}`;
@@ -147,12 +156,17 @@ function setComposer(enabled) {
   $("send").disabled = !enabled;
 }
 
+// An RPC's result data; refused with the server's {code, message} or the SDK's (code < 100).
+async function rpc(method, data = {}) {
+  return (await state.client.rpc(method, data)).data;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rooms
 
 // One page of the room list; servers without paging answer every room and no cursor.
 async function roomsPage(after) {
-  const page = await state.client.rpc("chat.rooms", after ? { after } : {});
+  const page = await rpc("chat.rooms", after ? { after } : {});
   return { rooms: page.rooms, next: page.next ?? null, total: page.total ?? page.rooms.length };
 }
 
@@ -248,11 +262,20 @@ function refusedName(name) {
   return `"${name}" cannot be a room name: use 1-64 letters, digits, "-", "_" or ".".`;
 }
 
+// Leave a room's channel: the SDK keeps one subscription per channel, so it is removed, not
+// only unsubscribed (joining the room again makes a new one).
+function leave(sub) {
+  if (state.client.getSubscription(sub.channel) === sub) state.client.removeSubscription(sub);
+  else sub.unsubscribe();
+}
+
 function joinRoom(room) {
   if (room === state.room && state.sub) return;
   if (state.sub) {
     if (state.sub.state === "subscribed") state.previousRoom = state.room;
-    state.sub.unsubscribe();
+    const old = state.sub;
+    state.sub = null;
+    leave(old);
   }
   state.room = room;
   localStorage.setItem("hubbub.room", room);
@@ -271,22 +294,25 @@ function joinRoom(room) {
   renderRooms();
   setComposer(false);
 
-  const sub = state.client.newSubscription(`chat:${room}`);
+  const channel = `chat:${room}`;
+  const stale = state.client.getSubscription(channel);
+  if (stale) state.client.removeSubscription(stale);
+  const sub = state.client.newSubscription(channel);
   state.sub = sub;
-  sub.addEventListener("subscribed", async (event) => {
+  sub.on("subscribed", async (ctx) => {
     if (state.sub !== sub) return;
     setComposer(true);
     // A fresh join, or a reconnect the stream could not cover: the archive has everything.
-    if (!event.detail.recovered) await loadHistory();
+    if (!(ctx.wasRecovering && ctx.recovered)) await loadHistory();
     await loadPresence();
     refreshRooms();
   });
-  sub.addEventListener("publication", (event) => {
-    if (state.sub === sub) onRoomPublication(event.detail);
+  sub.on("publication", (ctx) => {
+    if (state.sub === sub) onRoomPublication(ctx);
   });
-  sub.addEventListener("join", (event) => {
+  sub.on("join", (ctx) => {
     if (state.sub !== sub) return;
-    const user = event.detail.user;
+    const user = ctx.info.user;
     const before = state.online.get(user) || 0;
     state.online.set(user, before + 1);
     if (!before) {
@@ -294,9 +320,9 @@ function joinRoom(room) {
       renderRooms();
     }
   });
-  sub.addEventListener("leave", (event) => {
+  sub.on("leave", (ctx) => {
     if (state.sub !== sub) return;
-    const user = event.detail.user;
+    const user = ctx.info.user;
     const left = (state.online.get(user) || 1) - 1;
     if (left > 0) state.online.set(user, left);
     else {
@@ -305,21 +331,33 @@ function joinRoom(room) {
       renderRooms();
     }
   });
-  sub.addEventListener("error", (event) => {
-    if (state.sub !== sub) return;
-    const err = event.detail;
-    if (!ROOM_REFUSALS.has(err.code)) {
-      $("send-error").textContent = `Cannot join #${room}. ${humanError(err)}`;
-      return;
-    }
+  // A refusal the page does not retry: it says why and goes back to the room it was in.
+  const refused = (err) => {
     $("rooms-error").textContent = `Cannot join #${room}. ${humanError(err)}`;
-    sub.unsubscribe(); // no retry: asking again at once would be refused again
     state.sub = null;
-    const back = state.previousRoom && state.previousRoom !== room ? state.previousRoom : "lobby";
-    if (back !== room) joinRoom(back);
+    // After the SDK's event is dispatched: the subscription is removed from its registry.
+    queueMicrotask(() => {
+      leave(sub);
+      const back = state.previousRoom && state.previousRoom !== room ? state.previousRoom : "lobby";
+      if (back !== room) joinRoom(back);
+    });
+  };
+  // Temporary errors (the SDK subscribes again after a backoff), e.g. 111 too many requests.
+  sub.on("error", (ctx) => {
+    if (state.sub !== sub || ctx.type !== "subscribe") return;
+    if (ROOM_REFUSALS.has(ctx.error.code)) refused(ctx.error);
+    else $("send-error").textContent = `Cannot join #${room}. ${humanError(ctx.error)}`;
   });
-  sub.addEventListener("unsubscribed", () => {
-    if (state.sub === sub) setComposer(false);
+  // Permanent errors end the subscription with the error's code (codes under 100 are the
+  // SDK's own: the page or the client ended it; 2000 and up: the server unsubscribed it).
+  sub.on("unsubscribed", (ctx) => {
+    if (state.sub !== sub) return;
+    setComposer(false);
+    const err = { code: ctx.code, message: ctx.reason };
+    if (ROOM_REFUSALS.has(ctx.code)) refused(err);
+    else if (ctx.code >= 100 && ctx.code < 1000) {
+      $("send-error").textContent = `Cannot join #${room}. ${humanError(err)}`;
+    }
   });
   sub.subscribe();
 }
@@ -329,7 +367,7 @@ async function loadHistory(before = null) {
   if (before) args.before = before;
   const room = state.room;
   try {
-    const { messages } = await state.client.rpc("chat.history", args);
+    const { messages } = await rpc("chat.history", args);
     if (room !== state.room) return;
     for (const msg of messages) state.messages.set(msg.id, msg);
     if (messages.length && (state.oldest === null || messages[0].id < state.oldest)) {
@@ -346,10 +384,12 @@ async function loadHistory(before = null) {
 async function loadPresence() {
   const sub = state.sub;
   try {
-    const clients = await sub.presence();
+    const { clients } = await sub.presence();
     if (state.sub !== sub) return;
     state.online.clear();
-    for (const info of clients) state.online.set(info.user, (state.online.get(info.user) || 0) + 1);
+    for (const info of Object.values(clients)) {
+      state.online.set(info.user, (state.online.get(info.user) || 0) + 1);
+    }
     renderOnline();
     renderRooms();
   } catch {
@@ -465,7 +505,7 @@ function startEdit(li, msg) {
     if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
       try {
-        const { message } = await state.client.rpc("chat.edit", { id: msg.id, text: input.value });
+        const { message } = await rpc("chat.edit", { id: msg.id, text: input.value });
         state.messages.set(message.id, message);
         renderMessages("keep");
       } catch (err) {
@@ -477,7 +517,7 @@ function startEdit(li, msg) {
 
 async function deleteMessage(msg) {
   try {
-    const { message } = await state.client.rpc("chat.delete", { id: msg.id });
+    const { message } = await rpc("chat.delete", { id: msg.id });
     state.messages.set(message.id, message);
     renderMessages("keep");
   } catch (err) {
@@ -492,7 +532,7 @@ async function send(event) {
   if (!text.trim()) return;
   $("send-error").textContent = "";
   try {
-    const { message } = await state.client.rpc("chat.send", { room: state.room, text });
+    const { message } = await rpc("chat.send", { room: state.room, text });
     input.value = "";
     autosize();
     if (message.room === state.room) {
@@ -500,7 +540,7 @@ async function send(event) {
       renderMessages("bottom");
     }
   } catch (err) {
-    $("send-error").textContent = err instanceof ProtocolError && err.code === 0
+    $("send-error").textContent = OFFLINE(err)
       ? "Not sent: you are offline. Your text is still in the box; send it again once online."
       : `Not sent. ${humanError(err)}`;
   }
@@ -554,7 +594,7 @@ function onInput() {
   const now = Date.now();
   if (!$("text").value.trim() || now - state.lastTypingSent < TYPING_SEND_MS) return;
   state.lastTypingSent = now;
-  state.client.rpc("chat.typing", { room: state.room }).catch(() => {});
+  rpc("chat.typing", { room: state.room }).catch(() => {});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -562,7 +602,7 @@ function onInput() {
 
 async function loadNotifications() {
   try {
-    const { notifications, unread } = await state.client.rpc("notifications.list", { limit: 30 });
+    const { notifications, unread } = await rpc("notifications.list", { limit: 30 });
     state.notes.clear();
     for (const note of notifications) state.notes.set(note.id, note);
     setUnread(unread);
@@ -614,7 +654,7 @@ function renderNotes() {
 async function markRead(ids) {
   const args = ids ? { ids } : { all: true };
   try {
-    const { read, unread } = await state.client.rpc("notifications.read", args);
+    const { read, unread } = await rpc("notifications.read", args);
     applyRead(read, unread);
   } catch {
     // Still unread: the badge says so, and another click tries again.
@@ -630,8 +670,8 @@ function applyRead(ids, unread) {
   renderNotes();
 }
 
-function onPersonal({ pub }) {
-  const data = pub.data || {};
+function onPersonal(ctx) {
+  const data = ctx.data || {};
   if (data.type === "notification") {
     const note = data.notification;
     state.notes.set(note.id, note);
@@ -677,34 +717,59 @@ function toggleDropdown(force) {
 // ---------------------------------------------------------------------------------------------
 // Start
 
+// The transports the SDK tries in order, from the server's /web/config: WebSocket, then HTTP
+// streaming and SSE (each with the /emulation endpoint for what the page sends) when the
+// server serves them. A transport that never opened is skipped for the next one.
+function transports(config) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const list = [{ transport: "websocket", endpoint: `${scheme}://${location.host}${config.websocket}` }];
+  if (config.http_stream) {
+    list.push({ transport: "http_stream", endpoint: `${location.origin}${config.http_stream}` });
+  }
+  if (config.sse) list.push({ transport: "sse", endpoint: `${location.origin}${config.sse}` });
+  return list;
+}
+
+async function getToken() {
+  if (state.config.development && !location.hash.includes("token=")) {
+    await signIn(state.user); // development: a fresh token for the name
+  }
+  return state.token;
+}
+
 function start() {
   $("me").textContent = state.user;
   $("drawer-me").textContent = state.user;
   $("sign-out").hidden = !state.config.development;
   $("drawer-sign-out").hidden = !state.config.development;
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const url = `${scheme}://${location.host}${state.config.websocket}`;
-  const client = new Client(url, {
-    getToken: async () => {
-      if (state.config.development && !location.hash.includes("token=")) {
-        await signIn(state.user); // a fresh token on every connect
-      }
-      return state.token;
-    },
+  const client = new Centrifuge(transports(state.config), {
+    getToken, // on every connect (below), and before the token expires (the SDK refreshes it)
+    name: "hubbub-web",
+    emulationEndpoint: state.config.emulation || "/emulation",
+    minReconnectDelay: 300,
+    maxReconnectDelay: 15000,
   });
   state.client = client;
-  client.addEventListener("state", (event) => {
-    setStatus(event.detail);
-    if (event.detail.state === "connected") {
-      loadNotifications();
-      refreshRooms();
-    }
-    if (event.detail.state === "failed" && [3500, 3501].includes(event.detail.code)) {
-      showLogin(`The server did not accept your sign-in (${event.detail.reason}).`);
+  client.on("connecting", (ctx) => {
+    client.setToken(""); // the next attempt asks getToken for a fresh token
+    // The first attempt is "connecting"; after a connection was lost, reconnecting.
+    setStatus({ state: ctx.code === 0 ? "connecting" : "disconnected", code: ctx.code, reason: ctx.reason });
+  });
+  client.on("connected", (ctx) => {
+    setStatus({ state: "connected", code: 0, reason: "", transport: ctx.transport });
+    loadNotifications();
+    refreshRooms();
+  });
+  // Disconnected for good: the SDK reconnects by itself from everything else.
+  client.on("disconnected", (ctx) => {
+    setStatus({ state: "failed", code: ctx.code, reason: ctx.reason });
+    if ([3500, 3501].includes(ctx.code)) {
+      showLogin(`The server did not accept your sign-in (${ctx.reason}).`);
     }
   });
-  client.addEventListener("publication", (event) => {
-    if (event.detail.channel.startsWith("#")) onPersonal(event.detail);
+  // Server-side subscriptions (the personal channel "#user"): their publications come here.
+  client.on("publication", (ctx) => {
+    if (ctx.channel.startsWith("#")) onPersonal(ctx);
   });
   client.connect();
   const params = new URLSearchParams(location.search);
