@@ -83,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "proxy.toml"
         config.write_text(
-            f"port = {port}\nlog_level = \"warning\"\n"
+            f'port = {port}\nlog_level = "warning"\n'
             f'[token]\nhmac_secret_key = "{SECRET}"\n'
             "[limits]\nconnections_per_ip = 0\ncommand_rate = 0\n"
             "[client.proxy.connect]\nenabled = true\n"

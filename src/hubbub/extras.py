@@ -9,6 +9,7 @@ store, and what the Python client needs. The rest is optional, one extra each:
 * ``crypto``: RSA and ECDSA connection tokens (``token.rsa_public_key``,
   ``token.ecdsa_public_key``);
 * ``uvloop``: the faster event loop, which uvicorn serves on when it is installed;
+* ``proxy``: the HTTP proxies to the application's backend (``[client.proxy.connect]``...);
 * ``all``: every one of them.
 
 Code that needs an extra imports its module where it is used, never at the top of a module
@@ -30,6 +31,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "chat-cli": ("prompt_toolkit", "the terminal chat"),
     "crypto": ("cryptography", "an RSA or ECDSA token key"),
     "uvloop": ("uvloop", "the uvloop event loop"),  # optional: uvicorn uses it when found
+    "proxy": ("aiohttp", "a proxy to the backend"),
 }
 
 
@@ -81,8 +83,24 @@ def needed_by(settings: Settings) -> list[str]:
         "redis": settings.engine == "redis",
         "postgres": url.startswith(("postgresql://", "postgres://")),
         "crypto": bool(token.rsa_public_key or token.ecdsa_public_key),
+        "proxy": _uses_proxies(settings),
     }
     return [extra for extra in EXTRAS if wanted.get(extra)]
+
+
+def _uses_proxies(settings: Settings) -> bool:
+    client, rpc = settings.client.proxy, settings.rpc
+    spaces = [settings.channel.without_namespace, *settings.channel.namespaces]
+    return (
+        client.connect.enabled
+        or client.refresh.enabled
+        or rpc.without_namespace.proxy_enabled
+        or any(ns.proxy_enabled for ns in rpc.namespaces)
+        or any(
+            ns.subscribe_proxy_enabled or ns.publish_proxy_enabled or ns.sub_refresh_proxy_enabled
+            for ns in spaces
+        )
+    )
 
 
 def check(settings: Settings) -> None:

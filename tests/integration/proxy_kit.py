@@ -51,8 +51,17 @@ class Backend:
     seen: list[Seen] = field(default_factory=list)
     answers: dict[str, Any | Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
 
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
     def requests(self, path: str) -> list[Seen]:
         return [s for s in self.seen if s.path == path]
+
+    async def wait_for(self, path: str, count: int = 1) -> None:
+        """Until ``count`` requests to ``path`` arrived."""
+        async with asyncio.timeout(WAIT):
+            while len(self.requests(path)) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -67,6 +76,7 @@ class Backend:
         decoded = json.loads(body) if body else {}
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         self.seen.append(Seen(path, headers, decoded))
+        self.arrived.set()
         answer = self.answers.get(path, {})
         if callable(answer):
             answer = answer(decoded)

@@ -142,7 +142,11 @@ async def test_on_subscribe_allows_refuses_and_fails_one_command(server: Running
         assert json.loads(bytes(info)) == {"tier": "gold"}
         assert (await conn.command(subscribe={"channel": "live:no"}))["error"]["code"] == 1403
         reply = await conn.command(subscribe={"channel": "live:bug"})
-        assert reply["error"] == {"code": 100, "message": "internal server error", "temporary": True}
+        assert reply["error"] == {
+            "code": 100,
+            "message": "internal server error",
+            "temporary": True,
+        }
         # One command failed, the connection goes on; None left it to the namespace.
         assert "subscribe" in await conn.command(subscribe={"channel": "live:yes"})
         assert (await conn.command(subscribe={"channel": "locked:other"}))["error"]["code"] == 103

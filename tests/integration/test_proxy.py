@@ -54,7 +54,11 @@ def proxy_settings(url: str, **extra: Any) -> Settings:
         },
         channel={
             "proxy": {
-                "subscribe": {"endpoint": f"{url}/subscribe", "http_headers": ["Cookie"], **timeout},
+                "subscribe": {
+                    "endpoint": f"{url}/subscribe",
+                    "http_headers": ["Cookie"],
+                    **timeout,
+                },
                 "publish": {"endpoint": f"{url}/publish", **timeout},
                 "sub_refresh": {"endpoint": f"{url}/sub_refresh", **timeout},
             },
@@ -234,7 +238,11 @@ async def test_connect_proxy_failure_is_a_temporary_internal_error(
     async with Conn.open(hub.url) as conn:
         started = time.monotonic()
         reply = await conn.command(connect={})
-        assert reply["error"] == {"code": 100, "message": "internal server error", "temporary": True}
+        assert reply["error"] == {
+            "code": 100,
+            "message": "internal server error",
+            "temporary": True,
+        }
         assert time.monotonic() - started < 2 * UNIT  # bounded by the proxy's timeout
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(f"{hub.http}/metrics")).text
@@ -311,7 +319,9 @@ async def test_publish_proxy_rewrites_and_refuses(backend: Backend, hub: Running
     async with Conn.open(hub.url) as conn:
         await connected(conn, backend)
         await conn.command(subscribe={"channel": "px:room"})
-        assert "publish" in await conn.command(publish={"channel": "px:room", "data": {"text": "hi"}})
+        assert "publish" in await conn.command(
+            publish={"channel": "px:room", "data": {"text": "hi"}}
+        )
         push = await conn.wait(lambda m: "pub" in m.get("push", {}))
         assert push["push"]["pub"]["data"] == {"text": "HI"}
         history = await hub.node.history("px:room", limit=-1)
@@ -352,9 +362,7 @@ async def test_refresh_proxy_extends_then_expires(backend: Backend, hub: Running
         client = await connected(conn, backend, expire_at=int(time.time()) + 1, meta={"m": 1})
         session = hub.node.session(client)
         assert session is not None
-        async with asyncio.timeout(WAIT):
-            while len(backend.requests("/refresh")) < 1:
-                await asyncio.sleep(0.05)
+        await backend.wait_for("/refresh")
         assert await conn.closed() == (3005, "connection expired")
     first = backend.requests("/refresh")[0]
     assert first.body == {
@@ -376,9 +384,7 @@ async def test_refresh_proxy_down_keeps_the_connection(
     backend.answers["/refresh"] = Behaviour(status=503)
     async with Conn.open(hub.url) as conn:
         client = await connected(conn, backend, expire_at=int(time.time()) + 1)
-        async with asyncio.timeout(WAIT):
-            while not backend.requests("/refresh"):
-                await asyncio.sleep(0.05)
+        await backend.wait_for("/refresh")
         await asyncio.sleep(0.2)
         session = hub.node.session(client)
         assert session is not None and not session.transport.closing
@@ -415,16 +421,18 @@ async def test_uni_http_stream_connects_through_the_proxy(
 ) -> None:
     backend.answers["/connect"] = {"result": {"user": "9", "channels": ["live:feed"]}}
     url = f"{hub.http}/connection/uni_http_stream"
-    async with httpx.AsyncClient(timeout=WAIT) as http:
-        async with http.stream(
+    async with (
+        httpx.AsyncClient(timeout=WAIT) as http,
+        http.stream(
             "POST", url, content=b'{"name":"curl"}', headers={"Cookie": "session=uni"}
-        ) as response:
-            lines = response.aiter_lines()
-            first = json.loads(await anext(lines))
-            assert first["connect"]["subs"].keys() == {"live:feed"}
-            await hub.node.publish("live:feed", {"n": 1})
-            pub = json.loads(await anext(lines))
-            assert pub == {"channel": "live:feed", "pub": {"data": {"n": 1}}}
+        ) as response,
+    ):
+        lines = response.aiter_lines()
+        first = json.loads(await anext(lines))
+        assert first["connect"]["subs"].keys() == {"live:feed"}
+        await hub.node.publish("live:feed", {"n": 1})
+        pub = json.loads(await anext(lines))
+        assert pub == {"channel": "live:feed", "pub": {"data": {"n": 1}}}
     [seen] = backend.requests("/connect")
     assert seen.body["transport"] == "uni_http_stream"
     assert seen.body["name"] == "curl"

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from hubbub.config_proxy import ProxySettings
 from hubbub.extras import missing
@@ -28,6 +27,7 @@ from hubbub.proxy import wire
 
 if TYPE_CHECKING:
     import aiohttp
+    from prometheus_client.core import Metric
 
 log = logging.getLogger("hubbub.proxy")
 
@@ -77,6 +77,9 @@ class ProxyStats:
         """``hubbub_proxy_request_duration_seconds`` and ``hubbub_proxy_errors``."""
         if not self.buckets and not self.errors:
             return
+        # Imported here: only a node serving /metrics needs the Prometheus client loaded.
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
         latency = HistogramMetricFamily(
             "hubbub_proxy_request_duration_seconds",
             "Requests to the proxy backends, by proxy kind (failures included).",
