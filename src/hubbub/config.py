@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,13 +25,12 @@ from pydantic_settings import (
 )
 
 from hubbub import config_proxy
+from hubbub.config_apps import NAMESPACE_NAME, ChatSettings, NotificationSettings
 from hubbub.config_streams import EmulationSettings, HTTPStreamSettings, SSESettings
 from hubbub.config_uni import UniHTTPStreamSettings, UniSSESettings, UniWebSocketSettings
 
 DEV_SECRET = "hubbub-development-secret-do-not-use-in-production"
 """The HMAC secret of development mode (``hubbub serve --dev``): public, so never for production."""
-
-_NAMESPACE_NAME = re.compile(r"^[-a-zA-Z0-9_.]{2,}$")
 
 
 class ConfigError(Exception):
@@ -97,7 +95,7 @@ class Namespace(ChannelOptions):
 
     @model_validator(mode="after")
     def _name(self) -> Namespace:
-        if not _NAMESPACE_NAME.match(self.name):
+        if not NAMESPACE_NAME.match(self.name):
             raise ValueError(
                 f"namespace name {self.name!r} must be 2+ characters of letters, digits, - _ ."
             )
@@ -282,73 +280,22 @@ class StoreSettings(_Section):
         return self
 
 
-_ROOM_NAME = re.compile(r"^[-a-zA-Z0-9_.]{1,64}$")
-
-
-class ChatSettings(_Section):
-    """The chat application: rooms are channels ``<namespace>:<room>``."""
-
-    enabled: bool = True
-    namespace: str = "chat"
-    auto_create_rooms: bool = True
-    default_rooms: list[str] = ["lobby"]
-    max_message_length: int = Field(default=4000, ge=1, le=100_000)
-    history_on_join: int = Field(default=50, ge=1, le=1000)
-    max_history_page: int = Field(default=200, ge=1, le=1000)
-    send_rate: float = Field(default=5.0, gt=0)
-    send_burst: int = Field(default=20, ge=1)
-    typing_interval: float = Field(default=2.0, ge=0)
-    max_rooms: int = Field(default=10_000, ge=1)
-    room_create_rate: float = Field(default=0.1, ge=0)
-    room_create_burst: int = Field(default=10, ge=1)
-    rooms_page_size: int = Field(default=100, ge=1, le=1000)
-    max_rooms_page: int = Field(default=500, ge=1, le=1000)
-    stream_size: int = Field(default=200, ge=1)
-    stream_ttl: float = Field(default=3600.0, gt=0)
-
-    @model_validator(mode="after")
-    def _names(self) -> ChatSettings:
-        if not _NAMESPACE_NAME.match(self.namespace):
-            raise ValueError(f"namespace {self.namespace!r}: 2+ letters, digits, - _ .")
-        for room in self.default_rooms:
-            if not _ROOM_NAME.match(room):
-                raise ValueError(f"default_rooms: {room!r} is not a room name")
-        if self.rooms_page_size > self.max_rooms_page:
-            raise ValueError("rooms_page_size must not exceed max_rooms_page")
-        return self
-
-    def namespace_options(self) -> Namespace:
-        """The namespace every room channel takes: presence with join/leave pushed to every
-        member, a hot stream for recovery after short disconnects, and no client publishing
-        (messages go through the server, which stores them first)."""
-        return Namespace(
-            name=self.namespace,
-            presence=True,
-            join_leave=True,
-            force_push_join_leave=True,
-            history_size=self.stream_size,
-            history_ttl=self.stream_ttl,
-            force_recovery=True,
-            allow_subscribe_for_client=True,
-            allow_presence_for_subscriber=True,
-            allow_history_for_subscriber=True,
-        )
-
-
-def valid_room(name: str) -> bool:
-    """Room names: 1-64 letters, digits, ``-``, ``_`` and ``.``."""
-    return bool(_ROOM_NAME.match(name))
-
-
-class NotificationSettings(_Section):
-    """The notification application: per-user inboxes pushed on the personal channel."""
-
-    enabled: bool = True
-    max_title_length: int = Field(default=200, ge=1)
-    max_body_length: int = Field(default=2000, ge=1)
-    max_data_size: int = Field(default=4096, ge=0)
-    max_recipients: int = Field(default=10_000, ge=1)
-    max_page: int = Field(default=100, ge=1)
+def chat_namespace(chat: ChatSettings) -> Namespace:
+    """The namespace every room channel takes: presence with join/leave pushed to every
+    member, a hot stream for recovery after short disconnects, and no client publishing
+    (messages go through the server, which stores them first)."""
+    return Namespace(
+        name=chat.namespace,
+        presence=True,
+        join_leave=True,
+        force_push_join_leave=True,
+        history_size=chat.stream_size,
+        history_ttl=chat.stream_ttl,
+        force_recovery=True,
+        allow_subscribe_for_client=True,
+        allow_presence_for_subscriber=True,
+        allow_history_for_subscriber=True,
+    )
 
 
 class Settings(BaseSettings):
@@ -427,7 +374,7 @@ class Settings(BaseSettings):
     def _chat_namespace(self) -> Settings:
         # The chat rooms' namespace exists unless the configuration defines it itself.
         if self.chat.enabled and self.namespace(self.chat.namespace) is None:
-            spaces = [*self.channel.namespaces, self.chat.namespace_options()]
+            spaces = [*self.channel.namespaces, chat_namespace(self.chat)]
             channel = self.channel.model_copy(update={"namespaces": spaces})
             object.__setattr__(self, "channel", channel)
         return self

@@ -29,7 +29,7 @@ from centrifuge import (
     UnsubscribedContext,
 )
 
-from hubbub.config import ConfigError, Settings, load_settings
+from hubbub.config import Settings, load_settings
 from hubbub.testing import run_hub
 from tests.conftest import UNIT
 
@@ -223,17 +223,11 @@ async def test_fastapi_subscribe_publish_rpc_follow_the_team_rule(fastapi_backen
 
 
 def proxy_settings(tmp_path: Path, backend: str) -> Settings:
-    """``examples/proxy.toml`` pointed at ``backend``; skips while hubbub does not know the
-    proxy options yet (they are another part of the same change)."""
+    """``examples/proxy.toml`` pointed at ``backend``."""
     text = CONFIG.read_text().replace(EXAMPLE_ADDRESS, backend.removeprefix("http://"))
     path = tmp_path / "proxy.toml"
     path.write_text(text)
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        if "proxy" in str(exc):
-            pytest.skip(f"hubbub has no HTTP proxy yet: {exc}")
-        raise
+    return load_settings(path)
 
 
 class Events(ClientEventHandler):

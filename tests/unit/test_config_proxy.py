@@ -3,6 +3,7 @@ start-up errors of a configuration whose proxies do not add up."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,12 @@ def test_inconsistent_proxies_fail_at_start_up(tmp_path: Path, text: str, messag
     with pytest.raises(ConfigError, match="invalid configuration") as caught:
         load(tmp_path, text)
     assert message in str(caught.value)
+
+
+def test_the_toml_of_docs_proxy_loads(tmp_path: Path) -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "proxy.md"
+    blocks = re.findall(r"^```toml\n(.*?)^```", doc.read_text(), re.S | re.M)
+    assert blocks
+    for block in blocks:
+        settings = load(tmp_path, block)
+        assert settings.client.proxy.connect.enabled  # type: ignore[attr-defined]

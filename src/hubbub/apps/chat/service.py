@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hubbub.apps.errors import bad_request, check_text, not_found
-from hubbub.config import ChatSettings, valid_room
+from hubbub.config_apps import ChatSettings, valid_room
 from hubbub.limits import TokenBucket
 from hubbub.node import Node
 from hubbub.protocol.codes import ErrorCode, ProtocolError, error

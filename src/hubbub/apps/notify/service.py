@@ -24,7 +24,7 @@ import msgspec
 
 from hubbub.apps.errors import UnknownUsers, bad_request, check_text
 from hubbub.apps.users import UserRecorder
-from hubbub.config import NotificationSettings
+from hubbub.config_apps import NotificationSettings
 from hubbub.node import Node
 from hubbub.protocol.codes import ErrorCode, ProtocolError, error
 from hubbub.store import Notification, Store, StoreError
