@@ -96,6 +96,27 @@ def asgi_headers(scope: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     )
 
 
+def scope_knock(scope: Mapping[str, Any], transport: str = "websocket") -> Knock:
+    """The :class:`Knock` of an ASGI request or WebSocket scope, for ``transport``: what every
+    ASGI endpoint (WebSocket, HTTP streams, unidirectional) hands to the one policy."""
+    headers = asgi_headers(scope)
+    first: dict[str, str] = {}
+    for name, value in headers:
+        first.setdefault(name, value)
+    client = scope.get("client") or ("", 0)
+    return Knock(
+        peer=str(client[0]),
+        forwarded_for=first.get("x-forwarded-for", ""),
+        origin=first.get("origin", ""),
+        host=first.get("host", ""),
+        subprotocols=list(scope.get("subprotocols") or ()),
+        query=bytes(scope.get("query_string", b"")).decode("latin-1"),
+        transport=transport,
+        content_type=first.get("content-type", ""),
+        headers=headers,
+    )
+
+
 def header_pairs(headers: Mapping[str, Sequence[str]]) -> tuple[tuple[str, str], ...]:
     """Headers parsed as lower-case name -> values (the native handshake's) as
     :attr:`Knock.headers`."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hubbub.protocol.codec import Codec
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.session import Session
-from hubbub.transports.admission import Knock, Refusal, asgi_headers
+from hubbub.transports.admission import Knock, Refusal, scope_knock
 from hubbub.transports.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -27,13 +27,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return ""
 
 
 _refused: ContextVar[bool] = ContextVar("hubbub_handshake_refused", default=False)
@@ -113,15 +106,7 @@ class WebSocketEndpoint:
             return
         client = scope.get("client") or ("", 0)
         remote = f"{client[0]}:{client[1]}"
-        knock = Knock(
-            peer=str(client[0]),
-            forwarded_for=_header(scope, b"x-forwarded-for"),
-            origin=_header(scope, b"origin"),
-            host=_header(scope, b"host"),
-            subprotocols=list(scope.get("subprotocols") or ()),
-            query=scope.get("query_string", b"").decode("latin-1"),
-            headers=asgi_headers(scope),
-        )
+        knock = scope_knock(scope)
         admitted = self.node.admission.admit(knock, draining=self.node.draining)
         if isinstance(admitted, Refusal):
             admitted.record(self.node.counters, remote)

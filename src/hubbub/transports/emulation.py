@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Route
 from hubbub.protocol.codec import Codec
 from hubbub.protocol.messages import DisconnectPush, Push
 from hubbub.session import Session
-from hubbub.transports.admission import Knock, Refusal, asgi_headers, origin_allowed
+from hubbub.transports.admission import Knock, Refusal, origin_allowed, scope_knock
 from hubbub.transports.cors import cors_headers, header, preflight_headers
 from hubbub.transports.emulation_routing import EmulationRouter, Routed, decode_request
 from hubbub.transports.streaming import JSON_LINES, PROTOBUF_STREAM, SSE, HTTPStream
@@ -141,7 +141,7 @@ class StreamEndpoint(_HTTPEndpoint):
             return
         headers = scope.get("headers", ())
         method = scope["method"]
-        peer, remote = _remote(scope)
+        _, remote = _remote(scope)
         origin = header(headers, b"origin")
         requested = header(headers, b"access-control-request-headers")
         if method == "OPTIONS" and not self.sse:
@@ -165,16 +165,7 @@ class StreamEndpoint(_HTTPEndpoint):
                 return
             except ClientGone:
                 return
-        content_type = header(headers, b"content-type")
-        knock = Knock(
-            peer=peer,
-            forwarded_for=header(headers, b"x-forwarded-for"),
-            origin=origin,
-            host=header(headers, b"host"),
-            transport=self.name,
-            content_type=content_type,
-            headers=asgi_headers(scope),
-        )
+        knock = scope_knock(scope, self.name)
         node = self.node
         admitted = node.admission.admit(knock, draining=node.draining)
         if isinstance(admitted, Refusal):

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 
 from hubbub.protocol.messages import ConnectRequest
 from hubbub.transports import uni
-from hubbub.transports.admission import Knock, Refusal, asgi_headers, origin_allowed
+from hubbub.transports.admission import Refusal, origin_allowed, scope_knock
 from hubbub.transports.cors import cors_headers, header, preflight_headers
 from hubbub.transports.emulation import (
     BodyTooLarge,
@@ -116,14 +116,7 @@ class _UniStreamEndpoint:
             self._bad_input(400, remote, str(exc))
             await respond(send, 400, "bad request: the body must be a JSON connect request", cors)
             return
-        knock = Knock(
-            peer=str(client[0]),
-            forwarded_for=header(scope.get("headers", ()), b"x-forwarded-for"),
-            origin=header(scope.get("headers", ()), b"origin"),
-            host=header(scope.get("headers", ()), b"host"),
-            transport=self.transport,
-            headers=asgi_headers(scope),
-        )
+        knock = scope_knock(scope, self.transport)
         admitted = node.admission.admit(knock, draining=node.draining)
         if isinstance(admitted, Refusal):
             admitted.record(node.counters, remote, self.transport)

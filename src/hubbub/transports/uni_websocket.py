@@ -25,8 +25,8 @@ from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.protocol.messages import ConnectRequest
 from hubbub.session import Session
 from hubbub.transports import uni
-from hubbub.transports.admission import Knock, Refusal, asgi_headers
-from hubbub.transports.asgi import Message, Receive, Scope, Send, _header, refuse_handshake
+from hubbub.transports.admission import Knock, Refusal, scope_knock
+from hubbub.transports.asgi import Message, Receive, Scope, Send, refuse_handshake
 from hubbub.transports.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -89,15 +89,7 @@ class UniWebSocketEndpoint:
             uni.log.info("refused %s from %s: %s", TRANSPORT, remote, exc)
             await refuse_handshake(scope, send, 400, "bad request: invalid cf_connect")
             return
-        knock = Knock(
-            peer=str(client[0]),
-            forwarded_for=_header(scope, b"x-forwarded-for"),
-            origin=_header(scope, b"origin"),
-            host=_header(scope, b"host"),
-            query=query,
-            transport=TRANSPORT,
-            headers=asgi_headers(scope),
-        )
+        knock = scope_knock(scope, TRANSPORT)
         admitted = node.admission.admit(knock, draining=node.draining)
         if isinstance(admitted, Refusal):
             admitted.record(node.counters, remote, TRANSPORT)
