@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub.clock import running_loop
 from hubbub.protocol.codes import DisconnectCode, disconnect
+from hubbub.transports.outbox import BoundedQueue
 
 if TYPE_CHECKING:
     from hubbub.session import Session
@@ -113,7 +114,7 @@ def stream_headers(
     return headers
 
 
-class HTTPStream:
+class HTTPStream(BoundedQueue):
     """A streaming HTTP response serving as one session's transport.
 
     Args:
@@ -136,7 +137,6 @@ class HTTPStream:
     """
 
     __slots__ = (
-        "_close_reason",
         "_fed",
         "_feeding",
         "_framing",
@@ -144,15 +144,10 @@ class HTTPStream:
         "_goodbye",
         "_headers",
         "_keepalive",
-        "_queue",
         "_receive",
         "_send",
         "_session",
-        "_size",
-        "_wake",
         "id",
-        "max_bytes",
-        "on_overflow",
     )
 
     def __init__(
@@ -167,58 +162,19 @@ class HTTPStream:
         headers: Headers = (),
         http_version: str = "1.1",
     ) -> None:
+        super().__init__(max_bytes, overhead=len(framing.prefix) + len(framing.suffix))
         self._send = send
         self._receive = receive
         self._framing = framing
-        self.max_bytes = max_bytes
         self._goodbye = goodbye
         self._keepalive = keepalive if framing.keepalive else 0.0
         self._headers = stream_headers(framing, http_version, headers)
         self.id = str(uuid.uuid4())
-        self._queue: list[bytes] = []
-        self._size = 0
-        self._wake = asyncio.Event()
-        self._close_reason: tuple[int, str] | None = None
         self._gone = False
         self._session: Session | None = None
         # Frames of commands handed over out of band (emulation), processed in order.
         self._fed: list[bytes] = []
         self._feeding = False
-        self.on_overflow: Callable[[], None] | None = None
-
-    # -----------------------------------------------------------------------------------------
-    # Transport
-
-    @property
-    def closing(self) -> bool:
-        return self._close_reason is not None
-
-    def write(self, data: bytes) -> None:
-        if self._close_reason is not None:
-            return
-        self._size += len(data) + len(self._framing.prefix) + len(self._framing.suffix)
-        if self._size > self.max_bytes:
-            # The client reads slower than messages come: drop its backlog rather than grow
-            # without bound; it reconnects and recovers from history.
-            self._queue.clear()
-            self._size = 0
-            slow = disconnect(DisconnectCode.SLOW)
-            self.close(slow.code, slow.reason)
-            if self.on_overflow is not None:
-                self.on_overflow()
-            return
-        self._queue.append(data)
-        if len(self._queue) == 1:
-            self._wake.set()
-
-    def close(self, code: int, reason: str) -> None:
-        if self._close_reason is None:
-            self._close_reason = (code, reason)
-            self._wake.set()
-
-    def new_group(self) -> None:
-        """None: a stream writes through its own coroutine, message by message."""
-        return None
 
     # -----------------------------------------------------------------------------------------
     # Commands received out of band
@@ -302,11 +258,7 @@ class HTTPStream:
     def _abort(self) -> None:
         """The client is gone: nothing more is written, no disconnect message."""
         self._gone = True
-        if self._close_reason is None:
-            self._close_reason = (CLIENT_GONE, "connection closed")
-        self._queue.clear()
-        self._size = 0
-        self._wake.set()
+        self._drop((CLIENT_GONE, "connection closed"))
 
     async def _write_loop(self) -> None:
         """Send queued messages, a batch per body chunk, until closed; then the goodbye and
