@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/hubbub serve --dev
 
 # The markers of the tests that need more than Python, or take long (docs/developing.md).
-OUTSIDE := redis or postgres or browser or tmux or js or slow
+OUTSIDE := redis or nats or postgres or browser or tmux or js or slow
 # The suite's total coverage when the floor was set (82.8%, rounded down); `make test` fails
 # below it. Raise it as coverage grows.
 COVERAGE_FLOOR := 82

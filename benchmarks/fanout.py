@@ -7,10 +7,11 @@ a fixed rate, and prints per scenario: publications, deliveries per second, mess
 server CPU microseconds per delivery (all nodes together), delivery latency p50/p99/max, and
 how busy the client processes were (a client near 100% would make the numbers about the
 client, not the server). With ``--cluster`` it also runs 2 nodes on the Redis engine (a private
-redis-server on a free port) next to 1 node on the memory engine.
+redis-server on a free port) next to 1 node on the memory engine; with ``--redis-cluster`` also
+2 nodes on a private Redis Cluster (3 masters, 3 replicas; its six processes' CPU counted).
 
 Run:  .venv/bin/python benchmarks/fanout.py [--subscribers 100 1000] [--rate 50] [--seconds 5]
-          [--formats json protobuf] [--cluster]
+          [--formats json protobuf] [--cluster] [--redis-cluster]
 """
 
 from __future__ import annotations
@@ -226,9 +227,13 @@ class Result:
         )
 
 
-def start_server(port: int, cpu: int | None, redis_url: str = "") -> subprocess.Popen[bytes]:
+def start_server(
+    port: int, cpu: int | None, redis_url: str = "", cluster: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     config = Path(tempfile.mkdtemp()) / "bench.toml"
     engine = f'engine = "redis"\n[redis]\nurl = "{redis_url}"\n' if redis_url else ""
+    if cluster:
+        engine = f'engine = "redis"\n[redis]\ncluster_addresses = {json.dumps(cluster)}\n'
     config.write_text(
         f'port = {port}\ndevelopment = true\nlog_level = "warning"\n{engine}'
         "[client]\nqueue_max_size = 16777216\n"
@@ -268,18 +273,39 @@ def start_redis(cpu: int | None) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def start_redis_cluster(cpu: int | None) -> Any:
+    """A private Redis Cluster (the tests' kit: 3 masters, 3 replicas), pinned to ``cpu``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.redis_cluster import RedisCluster
+
+    cluster = RedisCluster(Path(tempfile.mkdtemp()))
+    cluster.start()
+    if cpu is not None:
+        for proc in cluster.procs.values():
+            os.sched_setaffinity(proc.pid, {cpu})
+    return cluster
+
+
 def run_scenario(
-    fmt: str, subscribers: int, rate: float, seconds: float, procs: int, nodes: int = 1
+    fmt: str,
+    subscribers: int,
+    rate: float,
+    seconds: float,
+    procs: int,
+    nodes: int = 1,
+    redis_cluster: bool = False,
 ) -> Result:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu = cpus[0] if len(cpus) > 1 else None
     client_cpus = cpus[1:] or [None]
     redis: subprocess.Popen[bytes] | None = None
     redis_url = ""
-    if nodes > 1:
+    cluster = start_redis_cluster(server_cpu) if redis_cluster else None
+    if nodes > 1 and cluster is None:
         redis, redis_url = start_redis(server_cpu)
     ports = [free_port() for _ in range(nodes)]
-    servers = [start_server(port, server_cpu, redis_url) for port in ports]
+    addresses = cluster.addresses if cluster is not None else None
+    servers = [start_server(port, server_cpu, redis_url, addresses) for port in ports]
     urls = [f"ws://127.0.0.1:{port}/connection/websocket" for port in ports]
     ctx = mp.get_context("spawn")
     ready, stop, results = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
@@ -293,6 +319,7 @@ def run_scenario(
         if n
     ]
     watched = [s.pid for s in servers] + ([redis.pid] if redis is not None else [])
+    watched += [p.pid for p in cluster.procs.values()] if cluster is not None else []
     try:
         for w in workers:
             w.start()
@@ -312,9 +339,8 @@ def run_scenario(
             delivered += got
             latencies.extend(lat)
             busy = max(busy, b / elapsed)
-        label = (
-            f"{fmt}, {nodes} node{'s' if nodes > 1 else ''} ({'redis' if nodes > 1 else 'memory'})"
-        )
+        engine = "redis cluster" if cluster else "redis" if nodes > 1 else "memory"
+        label = f"{fmt}, {nodes} node{'s' if nodes > 1 else ''} ({engine})"
         return Result(label, subscribers, published, delivered, elapsed, server_cpu_used,
                       latencies, busy)  # fmt: skip
     finally:
@@ -329,6 +355,8 @@ def run_scenario(
         if redis is not None:
             redis.terminate()
             redis.wait(10)
+        if cluster is not None:
+            cluster.stop()
 
 
 def machine() -> str:
@@ -354,21 +382,25 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="also 2 nodes on Redis next to 1 on memory"
     )
+    parser.add_argument(
+        "--redis-cluster", action="store_true", help="also 2 nodes on a Redis Cluster"
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"one channel, {args.rate:g} publications/s for {args.seconds:g} s, ~100-byte JSON\n")
     print("| scenario | subscribers | published | delivered/s | lost | server CPU µs/delivery "
           "| latency ms p50 / p99 / max | busiest client process |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|", flush=True)
+    setups = [(1, False)] + [(2, False)] * args.cluster + [(2, True)] * args.redis_cluster
     scenarios = [
-        (n, fmt, nodes)
+        (n, fmt, nodes, rc)
         for n in args.subscribers
         for fmt in args.formats
-        for nodes in ((1, 2) if args.cluster else (1,))
+        for nodes, rc in setups
     ]
-    for i, (n, fmt, nodes) in enumerate(scenarios):
+    for i, (n, fmt, nodes, rc) in enumerate(scenarios):
         progress(i, len(scenarios), f"{fmt}, {n} subscribers, {nodes} node(s)")
-        result = run_scenario(fmt, n, args.rate, args.seconds, args.client_processes, nodes)
+        result = run_scenario(fmt, n, args.rate, args.seconds, args.client_processes, nodes, rc)
         print(result.row(), flush=True)
     progress(len(scenarios), len(scenarios), "done")
 

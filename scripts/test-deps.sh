@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond Python packages: redis-server and the PostgreSQL
-# server binaries (the tests start private servers of their own on free ports), Chromium (for
+# Installs what the test suite needs beyond Python packages: redis-server, nats-server, the
+# PostgreSQL server binaries (the tests start private servers of their own on free ports), Chromium (for
 # the browser tests), tmux (the terminal chat is tested in real terminals), Node.js with npm,
 # and the npm packages of tests/js (the `centrifuge` client and `ws`, from
 # tests/js/package-lock.json). Missing system packages come from apt-get.
@@ -8,7 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 install_postgresql=no
+# The Sentinel tests run `redis-server <conf> --sentinel`: Debian's redis-server has it built
+# in (the redis-sentinel package only adds a service), so nothing more is needed for them.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Debian installs nats-server in /usr/sbin, which not every user has on PATH.
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # tests/store looks for initdb on PATH, then in Debian's versioned directories; so does this.

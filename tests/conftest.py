@@ -238,9 +238,50 @@ def redis_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """A private ``nats-server`` on a free loopback port for the whole session."""
+    from tests.nats_process import NatsProcess
+
+    server = NatsProcess()
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def redis_url(redis_urls: list[str]) -> str:
     """The first private Redis of the session."""
     return redis_urls[0]
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private master, replica and three Sentinels for the whole session
+    (:class:`tests.integration.sentinel_kit.SentinelGroup`); nothing kills its master: tests
+    that do start a group of their own (``own_sentinel``)."""
+    from tests.integration.sentinel_kit import SentinelGroup
+
+    # With passwords everywhere, so that the tests on it also check the credentials' way.
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"), password="sentinel-test-secret")
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private Redis Cluster (3 masters, 3 replicas; :class:`tests.redis_cluster.RedisCluster`)
+    for the whole session; nothing kills its masters: failover tests start one of their own."""
+    from tests.redis_cluster import RedisCluster
+
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +292,12 @@ _MARKER_OF_FIXTURE = {
     "redis_urls": "redis",
     "own_redis": "redis",  # a redis-server of the test's own, which it kills and restarts
     "durable_redis": "redis",
+    "nats_url": "nats",
+    "own_nats": "nats",  # a nats-server of the test's own, which it kills and restarts
+    "redis_sentinel": "redis",  # redis-server as master, replica and Sentinels
+    "own_sentinel": "redis",
+    "redis_cluster": "redis",  # six redis-server processes in cluster mode
+    "own_cluster": "redis",
     "postgres_server": "postgres",
 }
 """A test that uses the fixture needs what the marker names."""
@@ -258,6 +305,8 @@ _MARKER_OF_FIXTURE = {
 _MARKER_OF_PARAM = {
     ("engine", "redis"): "redis",  # tests/engines: fixtures asked for by parameter
     ("engine", "redis-sharded"): "redis",
+    ("engine", "redis-cluster"): "redis",
+    ("engine", "redis-sentinel"): "redis",
     ("backend", "postgresql"): "postgres",  # tests/store
 }
 """A test run with the parameter needs what the marker names (its fixture is asked for by

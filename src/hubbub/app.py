@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from hubbub import logs
+from hubbub.admin.console import AdminConsole
 from hubbub.api.http import api_routes
 from hubbub.api.methods import ServerAPI
 from hubbub.apps.api import register_chat, register_notify
@@ -93,6 +94,9 @@ def create_app(
         app_routes += notification_routes(hub.notifications)
     if hub.chat is not None:
         app_routes += page_routes(node)
+    admin = AdminConsole.create(hub, api)  # None unless [admin] enabled
+    if admin is not None:
+        app_routes += admin.routes()
     app = Starlette(
         routes=[
             Route("/info", info),
@@ -106,7 +110,7 @@ def create_app(
             *api_routes(api, node.settings.http_api),
             *app_routes,
         ],
-        lifespan=hub.lifespan,
+        lifespan=hub.lifespan if admin is None else admin.lifespan(hub.lifespan),
     )
     app.state.hub = hub
     app.state.node = node

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from hubbub import __version__
-from hubbub.commands import bench, chat, listen, notify, publish, serve
+from hubbub.commands import admin_hash, bench, chat, listen, notify, publish, serve
 from hubbub.commands.common import CommandError, token_ttl
 from hubbub.commands.serve import is_loopback
 from hubbub.config import ConfigError, Settings, load_settings
@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     notify.add_parser(commands)
     chat.add_parser(commands)
     bench.add_parser(commands)
+    admin_hash.add_parser(commands)
     return parser
 
 
@@ -179,6 +180,12 @@ def _main(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command == "admin-hash":  # reads no configuration
+        try:
+            return admin_hash.run(args)
+        except CommandError as exc:
+            print(f"hubbub admin-hash: {exc}", file=sys.stderr)
+            return exc.exit_code
     try:
         settings = _settings(args)
     except ConfigError as exc:

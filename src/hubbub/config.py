@@ -25,7 +25,10 @@ from pydantic_settings import (
 )
 
 from hubbub import config_proxy
+from hubbub.config_admin import AdminSettings
 from hubbub.config_apps import NAMESPACE_NAME, ChatSettings, NotificationSettings
+from hubbub.config_nats import NatsSettings, check_engine
+from hubbub.config_redis import RedisSettings
 from hubbub.config_streams import EmulationSettings, HTTPStreamSettings, SSESettings
 from hubbub.config_uni import UniHTTPStreamSettings, UniSSESettings, UniWebSocketSettings
 
@@ -246,23 +249,6 @@ class HTTPAPISettings(_Section):
         return self.enabled and (development if self.docs is None else self.docs)
 
 
-class RedisSettings(_Section):
-    """The Redis engine (``engine = "redis"``)."""
-
-    url: str = "redis://127.0.0.1:6379/0"
-    urls: list[str] = []
-    prefix: str = "hubbub"
-    # Per client (broker, presence) and per shard; the broker's PUB/SUB holds one of them.
-    pool_size: int = Field(default=100, ge=2, le=10_000)
-    # Bounded, so that a Redis that stopped answering still fails calls in seconds.
-    pool_timeout: float = Field(default=5.0, gt=0, le=60)
-
-    @property
-    def shards(self) -> list[str]:
-        """The Redis servers channels are spread over (``urls``, or just ``url``)."""
-        return list(self.urls) or [self.url]
-
-
 class StoreSettings(_Section):
     """Where the chat archive and the notification inboxes live."""
 
@@ -308,7 +294,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     name: str = ""
-    engine: Literal["memory", "redis"] = "memory"
+    engine: Literal["memory", "redis", "nats"] = "memory"
     development: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
@@ -325,6 +311,7 @@ class Settings(BaseSettings):
     http_api: HTTPAPISettings = HTTPAPISettings()
     limits: LimitSettings = LimitSettings()
     redis: RedisSettings = RedisSettings()
+    nats: NatsSettings = NatsSettings()
     store: StoreSettings = StoreSettings()
     chat: ChatSettings = ChatSettings()
     notifications: NotificationSettings = NotificationSettings()
@@ -336,6 +323,7 @@ class Settings(BaseSettings):
     uni_http_stream: UniHTTPStreamSettings = UniHTTPStreamSettings()
     rpc: config_proxy.RPCSettings = config_proxy.RPCSettings()
     proxies: list[config_proxy.NamedProxy] = []
+    admin: AdminSettings = AdminSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -360,6 +348,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _proxies(self) -> Settings:
         config_proxy.check_proxies(self)  # the proxy sections refer to each other
+        return self
+
+    @model_validator(mode="after")
+    def _admin_proxy(self) -> Settings:
+        # The sign-on header is believed only from known proxies: without any, from no one.
+        if self.admin.proxy_user_header and not self.limits.trusted_proxies:
+            raise ValueError("admin.proxy_user_header needs limits.trusted_proxies")
         return self
 
     @model_validator(mode="after")
@@ -397,6 +392,12 @@ class Settings(BaseSettings):
             # A playground: channels without a namespace show every feature out of the box.
             playground = self.channel.model_copy(update={"without_namespace": DEV_CHANNEL})
             object.__setattr__(self, "channel", playground)
+        return self
+
+    @model_validator(mode="after")
+    def _nats(self) -> Settings:
+        # After the namespaces are complete (the chat's, development's defaults).
+        check_engine(self)
         return self
 
     def namespace(self, name: str) -> ChannelOptions | None:

@@ -4,6 +4,7 @@
 store, and what the Python client needs. The rest is optional, one extra each:
 
 * ``redis``: the Redis engine (``engine = "redis"``);
+* ``nats``: the NATS engine (``engine = "nats"``);
 * ``postgres``: the PostgreSQL store (``[store] url = "postgresql://…"``);
 * ``chat-cli``: the interactive terminal of ``hubbub chat``;
 * ``crypto``: RSA and ECDSA connection tokens (``token.rsa_public_key``,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 # Each extra: the module it installs, and what needs it (the start of the error message).
 EXTRAS: dict[str, tuple[str, str]] = {
     "redis": ("redis", "the Redis engine"),
+    "nats": ("nats", "the NATS engine"),
     "postgres": ("asyncpg", "the PostgreSQL store"),
     "chat-cli": ("prompt_toolkit", "the terminal chat"),
     "crypto": ("cryptography", "an RSA or ECDSA token key"),
@@ -80,7 +82,9 @@ def needed_by(settings: Settings) -> list[str]:
     url = settings.store.url.strip()
     token = settings.token
     wanted = {
-        "redis": settings.engine == "redis",
+        "redis": settings.engine == "redis"
+        or (settings.engine == "nats" and settings.nats.uses_redis),
+        "nats": settings.engine == "nats",
         "postgres": url.startswith(("postgresql://", "postgres://")),
         "crypto": bool(token.rsa_public_key or token.ecdsa_public_key),
         "proxy": _uses_proxies(settings),

@@ -3,7 +3,8 @@
 Each engine enters through the ``engine`` fixture, which also says how time passes: the memory
 engine runs on a fake clock with a time unit of one second; the Redis engine (a real
 ``redis-server`` started for the test session) runs on real time with a unit of 50 ms, so the
-same TTL tests take well under a second. Adding an engine means adding a parameter there.
+same TTL tests take well under a second. Adding an engine means appending an
+:class:`EngineKind` to :data:`ENGINES`.
 """
 
 from __future__ import annotations
@@ -120,13 +121,119 @@ def redis_engine(urls: list[str]) -> Engine:
     return Engine(broker, manager(), recorder, 0.05, asyncio.sleep, manager)
 
 
-@pytest.fixture(params=["memory", "redis", "redis-sharded"])
+def sentinel_engine(group: Any) -> Engine:
+    """The Redis engine on the master a :class:`~tests.integration.sentinel_kit.SentinelGroup`
+    names: found through its Sentinels, as a node configured with them finds it."""
+    from hubbub.engines.redis_sentinel import SentinelConnector
+    from tests.integration.sentinel_kit import MASTER_NAME
+
+    prefix = f"conformance-{uuid.uuid4().hex[:8]}"
+    master = SentinelConnector(
+        [("127.0.0.1", p) for p in group.sentinel_ports],
+        MASTER_NAME,
+        sentinel_password=group.password,
+        password=group.password,
+    )
+    recorder = Recorder()
+    broker = RedisBroker(master, prefix=prefix)
+    broker.set_event_handler(recorder)
+
+    def manager() -> PresenceManager:
+        return RedisPresenceManager(master, prefix=prefix)
+
+    return Engine(broker, manager(), recorder, 0.05, asyncio.sleep, manager)
+
+
+def cluster_engine(cluster: Any) -> Engine:
+    """The Redis engine on a :class:`~tests.redis_cluster.RedisCluster` (3 masters)."""
+    from hubbub.engines.redis_cluster import ClusterConnector, RedisClusterPresenceManager
+    from hubbub.engines.redis_cluster_broker import RedisClusterBroker
+
+    prefix = f"conformance-{uuid.uuid4().hex[:8]}"
+    connector = ClusterConnector(cluster.addresses[:1])
+    recorder = Recorder()
+    broker = RedisClusterBroker(connector, prefix=prefix)
+    broker.set_event_handler(recorder)
+
+    def manager() -> PresenceManager:
+        return RedisClusterPresenceManager(connector, prefix=prefix)
+
+    return Engine(broker, manager(), recorder, 0.05, asyncio.sleep, manager)
+
+
+def nats_engine(request: pytest.FixtureRequest, history: str) -> Engine:
+    """NATS for live delivery; streams and presence in Redis, or in this node's memory."""
+    from hubbub.engines.nats import NatsBroker
+
+    nats_url: str = request.getfixturevalue("nats_url")
+    prefix = f"conformance-{uuid.uuid4().hex[:8]}"
+    recorder = Recorder()
+    if history == "memory":
+        clock = FakeClock()
+        broker = NatsBroker([nats_url], prefix=prefix, history="memory", clock=clock)
+        broker.set_event_handler(recorder)
+
+        async def wait(seconds: float) -> None:
+            clock.advance(seconds)
+
+        return Engine(broker, MemoryPresenceManager(clock=clock), recorder, 1.0, wait)
+    url: str = request.getfixturevalue("redis_urls")[0]
+
+    def manager() -> PresenceManager:
+        return RedisPresenceManager(url, prefix=prefix)
+
+    streams = RedisBroker(url, prefix=prefix)
+    broker = NatsBroker([nats_url], prefix=prefix, history="redis", streams=streams)
+    broker.set_event_handler(recorder)
+    return Engine(broker, manager(), recorder, 0.05, asyncio.sleep, manager)
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """One engine combination the whole suite runs against.
+
+    Attributes:
+        name: the test id.
+        make: builds the (unstarted) engine; it asks ``request`` for the fixtures (servers)
+            it needs.
+        marks: what the combination needs (``redis``, ``nats``…), so ``make unit`` skips it.
+    """
+
+    name: str
+    make: Callable[[pytest.FixtureRequest], Engine]
+    marks: tuple[str, ...] = ()
+
+
+ENGINES: list[EngineKind] = [
+    EngineKind("memory", lambda _: memory_engine()),
+    EngineKind("redis", lambda r: redis_engine(r.getfixturevalue("redis_urls")[:1]), ("redis",)),
+    EngineKind(
+        "redis-sharded", lambda r: redis_engine(r.getfixturevalue("redis_urls")), ("redis",)
+    ),
+    EngineKind(
+        "redis-sentinel",
+        lambda r: sentinel_engine(r.getfixturevalue("redis_sentinel")),
+        ("redis",),
+    ),
+    EngineKind(
+        "redis-cluster", lambda r: cluster_engine(r.getfixturevalue("redis_cluster")), ("redis",)
+    ),
+    EngineKind("nats-redis", lambda r: nats_engine(r, "redis"), ("nats", "redis")),
+    EngineKind("nats-memory", lambda r: nats_engine(r, "memory"), ("nats",)),
+]
+"""Every engine combination: append an :class:`EngineKind` (a factory that builds it from
+fixtures, and the markers of what it needs) and the whole suite runs against it."""
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(kind, id=kind.name, marks=[getattr(pytest.mark, m) for m in kind.marks])
+        for kind in ENGINES
+    ]
+)
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    if request.param == "memory":
-        eng = memory_engine()
-    else:
-        urls: list[str] = request.getfixturevalue("redis_urls")
-        eng = redis_engine(urls[:1] if request.param == "redis" else urls)
+    kind: EngineKind = request.param
+    eng = kind.make(request)
     await eng.broker.start()
     yield eng
     await eng.broker.close()

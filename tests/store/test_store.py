@@ -276,6 +276,18 @@ async def _notify(store: Store, users: list[str], n: int) -> Notification:
     return notes[0]
 
 
+async def test_recent_notifications_of_every_inbox(store: Store) -> None:
+    old = await store.add_notifications(["ann"], title="", body="old", data="", link="", now=T0)
+    new = await store.add_notifications(
+        ["ann", "ben"], title="t", body="new", data="", link="", now=T0 + 100
+    )
+    recent = await store.recent_notifications(since=T0 + 50, limit=10)
+    assert recent == list(reversed(new))
+    assert await store.recent_notifications(since=T0, limit=10) == [*reversed(new), *old]
+    assert await store.recent_notifications(since=T0, limit=1) == [new[-1]]
+    assert await store.recent_notifications(since=T0, limit=0) == []
+
+
 async def test_add_notifications_to_several_users(store: Store) -> None:
     users = ["carol", "alice", "bob"]
     notes = await store.add_notifications(

@@ -25,6 +25,10 @@ def engine_from_settings(settings: Settings, clock: Clock) -> tuple[Broker, Pres
     Raises:
         MissingExtra: Redis is chosen and the redis extra is not installed.
     """
+    if settings.engine == "nats":
+        from hubbub.engines.nats import nats_engine
+
+        return nats_engine(settings, clock)
     if settings.engine == "redis":
         from hubbub.engines.redis import RedisBroker, RedisPresenceManager
         from hubbub.engines.sharded import ShardedBroker, ShardedPresenceManager
@@ -36,6 +40,22 @@ def engine_from_settings(settings: Settings, clock: Clock) -> tuple[Broker, Pres
             "pool_size": cfg.pool_size,
             "pool_timeout": cfg.pool_timeout,
         }
+        if cfg.sentinel:
+            from hubbub.engines.redis_sentinel import connector_from_settings
+
+            master = connector_from_settings(cfg)
+            return RedisBroker(master, **pool), RedisPresenceManager(master, **pool)
+        if cfg.cluster_addresses:
+            from hubbub.engines.redis_cluster import ClusterConnector, RedisClusterPresenceManager
+            from hubbub.engines.redis_cluster_broker import RedisClusterBroker
+
+            cluster = ClusterConnector(
+                cfg.cluster_addresses, username=cfg.username, password=cfg.password
+            )
+            return (
+                RedisClusterBroker(cluster, **pool),
+                RedisClusterPresenceManager(cluster, **pool),
+            )
         if len(cfg.shards) == 1:
             url = cfg.shards[0]
             return RedisBroker(url, **pool), RedisPresenceManager(url, **pool)

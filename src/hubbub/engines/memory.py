@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import string
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -192,6 +193,16 @@ class MemoryBroker:
         stream = self._streams.get(channel)
         if stream is not None and stream.epoch == epoch:
             stream.epoch = new_epoch()
+
+    def renew_epochs(self, channels: Iterable[str] | None = None) -> list[str]:
+        """Give a new epoch to the streams of ``channels`` (every stream when None), whatever
+        their epoch: their publications may be incomplete (a node that keeps streams of what
+        it receives from other nodes missed some). Returns the channels renewed."""
+        names = list(self._streams) if channels is None else list(channels)
+        renewed = [c for c in names if c in self._streams]
+        for channel in renewed:
+            self._streams[channel].epoch = new_epoch()
+        return renewed
 
     async def publish_control(self, data: bytes) -> None:
         return None  # one process: there is no other node

@@ -30,6 +30,7 @@ from hubbub.engines.redis_client import (
     POOL_SIZE,
     POOL_TIMEOUT,
     REDIS_ERRORS,
+    Connector,
     guard,
     log,
     pooled_client,
@@ -48,7 +49,8 @@ class RedisBroker:
     """A :class:`~hubbub.engines.base.Broker` over one Redis server.
 
     Args:
-        url: the Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
+        url: the Redis URL, e.g. ``redis://127.0.0.1:6379/0``, or the
+            :data:`~.redis_client.Connector` of a master found through Sentinel.
         prefix: prefix of every key and PUB/SUB channel, to share a Redis between deployments.
         pool_size: most connections to Redis, the PUB/SUB one included (at least 2).
         pool_timeout: seconds a call waits for a free connection before it fails.
@@ -56,7 +58,7 @@ class RedisBroker:
 
     def __init__(
         self,
-        url: str = "redis://127.0.0.1:6379/0",
+        url: str | Connector = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "hubbub",
         pool_size: int = POOL_SIZE,
@@ -254,10 +256,12 @@ class RedisBroker:
     async def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
         if not self._healthy:
             raise engine_unavailable()  # fail fast: no socket timeout per publish
-        idem = self._key(f"idem:{opts.idempotency_key}", channel) if opts.idempotency_key else ""
+        keys = [self._key("meta", channel), self._key("stream", channel)]
+        if opts.idempotency_key:
+            keys.append(self._key(f"idem:{opts.idempotency_key}", channel))
         status, result = await guard(
             lambda: self._publish(
-                keys=[self._key("meta", channel), self._key("stream", channel), idem],
+                keys=keys,
                 args=[
                     pack_publication(pub),
                     opts.history_size,

@@ -15,6 +15,7 @@ from hubbub.extras import missing
 
 try:
     import redis.asyncio as aioredis
+    from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 except ImportError as exc:  # without the redis extra: one line that names it
     raise missing("redis", exc) from None
 
@@ -25,8 +26,16 @@ log = logging.getLogger("hubbub.engines.redis")
 
 T = TypeVar("T")
 
-REDIS_ERRORS = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
-"""What an unreachable or unresponsive Redis raises."""
+REDIS_ERRORS = (
+    aioredis.ConnectionError,
+    aioredis.TimeoutError,
+    OSError,
+    # A Redis Cluster while a master is replaced: CLUSTERDOWN, TRYAGAIN, no node for a slot.
+    ClusterError,
+    RedisClusterException,
+    TryAgainError,
+)
+"""What an unreachable or unresponsive Redis (or a Redis Cluster in a failover) raises."""
 
 POOL_SIZE = 100
 """Default most connections one client (a broker's or a presence manager's) opens to Redis."""
@@ -44,13 +53,22 @@ async def guard(call: Callable[[], Awaitable[T]]) -> T:
         raise engine_unavailable() from None
 
 
-def pooled_client(url: str, pool_size: int, pool_timeout: float) -> aioredis.Redis:
+Connector = Callable[[int, float], aioredis.Redis]
+"""Makes a client of a Redis that is not reached at one URL (a master found through Sentinel,
+:mod:`.redis_sentinel`), from ``pool_size`` and ``pool_timeout``, with the same pool contract
+as :func:`pooled_client`."""
+
+
+def pooled_client(url: str | Connector, pool_size: int, pool_timeout: float) -> aioredis.Redis:
     """A client on a pool of at most ``pool_size`` connections to ``url``.
 
     A call that finds every connection busy waits up to ``pool_timeout`` seconds for one to be
     released (back-pressure on a burst), then fails like an unreachable Redis would. A pool
     that refused at once would turn every burst larger than the pool into errors.
+    ``url`` may be a :data:`Connector` instead, which makes the client.
     """
+    if not isinstance(url, str):
+        return url(pool_size, pool_timeout)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=pool_size,

@@ -11,7 +11,14 @@ from __future__ import annotations
 from hubbub.engines.base import PresenceStats, ReapedEntry
 
 # Raises MissingExtra, naming the redis extra, when the redis package is absent.
-from hubbub.engines.redis_client import POOL_SIZE, POOL_TIMEOUT, guard, log, pooled_client
+from hubbub.engines.redis_client import (
+    POOL_SIZE,
+    POOL_TIMEOUT,
+    Connector,
+    guard,
+    log,
+    pooled_client,
+)
 from hubbub.engines.redis_codec import pack_info, unpack_info
 from hubbub.engines.redis_scripts import (
     ADD_PRESENCE,
@@ -32,7 +39,8 @@ class RedisPresenceManager:
     """A :class:`~hubbub.engines.base.PresenceManager` over one Redis server.
 
     Args:
-        url: the Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
+        url: the Redis URL, e.g. ``redis://127.0.0.1:6379/0``, or the
+            :data:`~.redis_client.Connector` of a master found through Sentinel.
         prefix: prefix of every key, to share a Redis between deployments.
         pool_size: most connections to Redis.
         pool_timeout: seconds a call waits for a free connection before it fails.
@@ -40,7 +48,7 @@ class RedisPresenceManager:
 
     def __init__(
         self,
-        url: str = "redis://127.0.0.1:6379/0",
+        url: str | Connector = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "hubbub",
         pool_size: int = POOL_SIZE,

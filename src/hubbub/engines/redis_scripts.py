@@ -42,11 +42,12 @@ def new_epoch() -> str:
     return "".join(random.choices(string.ascii_letters, k=8))
 
 
-# KEYS: meta, stream, idempotency key ("" = none)
+# KEYS: meta, stream, idempotency key (absent = none: in a Redis Cluster every key a script
+#       is given must be in the channel's slot, so there is no placeholder key)
 # ARGV: packed publication, history size, history ttl ms, meta ttl ms, pubsub channel,
 #       new epoch, idempotency ttl ms, use history ("1"/"0")
 PUBLISH = """
-if KEYS[3] ~= '' then
+if KEYS[3] then
   local seen = redis.call('GET', KEYS[3])
   if seen then return {'dup', seen} end
 end
@@ -67,7 +68,7 @@ if ARGV[8] == '1' then
 end
 redis.call('PUBLISH', ARGV[5], 'p' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
 local result = offset .. ':' .. epoch
-if KEYS[3] ~= '' then
+if KEYS[3] then
   redis.call('SET', KEYS[3], result, 'PX', ARGV[7])
 end
 return {'ok', result}

@@ -183,6 +183,10 @@ class Store(Protocol):
         """The newest ``limit`` notifications of ``user`` with ids below ``before``, newest
         first."""
 
+    async def recent_notifications(self, *, since: float, limit: int) -> list[Notification]:
+        """The newest ``limit`` notifications of every inbox sent at ``since`` or later, newest
+        first (the admin console's "sent in the last hour")."""
+
     async def unread_count(self, user: str) -> int:
         """How many notifications of ``user`` are unread."""
 

@@ -445,6 +445,20 @@ class PostgresStore:
         sql += f" ORDER BY id DESC LIMIT ${len(args)}"
         return [notification_from_row(row) for row in await self._fetch(sql, *args)]
 
+    async def recent_notifications(self, *, since: float, limit: int) -> list[Notification]:
+        """The newest ``limit`` notifications of every inbox sent at ``since`` or later, newest
+        first."""
+        if limit <= 0:
+            return []
+        # Walks the ids down from the newest (ids grow with time), stopping at ``limit``.
+        sql = (
+            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE created_at >= $1 "
+            "ORDER BY id DESC LIMIT $2"
+        )
+        return [
+            notification_from_row(row) for row in await self._fetch(sql, since, clamp_int64(limit))
+        ]
+
     async def unread_count(self, user: str) -> int:
         """How many notifications of ``user`` are unread."""
         rows = await self._fetch(

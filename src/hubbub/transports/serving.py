@@ -24,6 +24,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # Compression costs CPU per connection per message and defeats encode-once fan-out.
         "ws_per_message_deflate": settings.websocket_compression,
         "http": GuardedHTTPProtocol,
+        # hubbub decides whose X-Forwarded-For to believe (limits.trusted_proxies); uvicorn's
+        # own rewrite would believe it from any local process and hide the real peer.
+        "proxy_headers": False,
     }
     if settings.transport == "native" and not settings.websocket_compression:
         from hubbub.transports.native import NativeWebSocketProtocol
