@@ -201,9 +201,9 @@ def _main(argv: list[str]) -> int:
         if args.workers < 1:
             print("hubbub serve: --workers must be at least 1", file=sys.stderr)
             return EXIT_USAGE
-        if args.workers > 1 and settings.engine != "redis":
+        if args.workers > 1 and settings.engine == "memory":
             print(
-                f'hubbub serve: --workers {args.workers} needs engine = "redis" '
+                f'hubbub serve: --workers {args.workers} needs engine = "redis" (or "nats") '
                 f"(the {settings.engine} engine lives in one process); set engine and "
                 "[redis] url in --config or HUBBUB_ENGINE=redis",
                 file=sys.stderr,

@@ -4,12 +4,16 @@ real nats-server (the suite's ``nats_url``) with history in Redis or in each nod
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hubbub.config import Settings
+from hubbub.clock import SystemClock
+from hubbub.config import Settings, load_settings
 from hubbub.engines.base import HistoryFilter, PublishOptions, StreamPosition
 from hubbub.engines.nats import NatsBroker, nats_engine
 from hubbub.engines.nats_codec import (
@@ -140,9 +144,6 @@ async def wait_until(check: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-Nodes = Callable[[str, int], "asyncio.Future[list[tuple[NatsBroker, Recorder]]]"]
-
-
 @pytest.fixture
 async def nodes(
     request: pytest.FixtureRequest, nats_url: str
@@ -196,14 +197,19 @@ async def test_concurrent_publishers_are_delivered_in_offset_order(nodes: Any) -
     (a, ra), (b, rb) = await nodes("redis", 2)
     await a.subscribe("room")
     await b.subscribe("room")
+    # One first, so that each node knows where the stream is (a node that just subscribed
+    # drops offsets below the first it sees, when they arrive after it).
+    await a.publish("room", pub(0), HISTORY)
+    await wait_until(lambda: len(ra.pubs) == len(rb.pubs) == 1, "the first publication")
     await asyncio.gather(
         *(node.publish("room", pub(i), HISTORY) for i in range(200) for node in (a, b))
     )
     for recorder in (ra, rb):
-        await wait_until(lambda r=recorder: len(r.pubs) == 400, "400 publications")  # type: ignore[misc]
-        assert [pos.offset for _, _, pos in recorder.pubs] == list(range(1, 401))
+        await wait_until(lambda r=recorder: len(r.pubs) == 401, "401 publications")  # type: ignore[misc]
+        assert [pos.offset for _, _, pos in recorder.pubs] == list(range(1, 402))
+    assert a.counters["reorder.held"] > 0  # they did arrive out of order
     hist = await b.history("room", HistoryFilter(limit=-1), HISTORY)
-    assert len(hist.publications) == 100 and hist.position.offset == 400
+    assert len(hist.publications) == 100 and hist.position.offset == 401
 
 
 async def test_memory_history_each_node_keeps_its_own_stream(nodes: Any) -> None:
@@ -251,11 +257,26 @@ async def test_unreachable_nats_fails_start_with_error_100() -> None:
     await broker.close()
 
 
+def test_the_toml_of_docs_scaling_loads(tmp_path: Path) -> None:
+    """The NATS example of docs/scaling.md is a valid configuration of the NATS engine."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
+    blocks = re.findall(r"^```toml\n(.*?)^```", doc.read_text(), re.S | re.M)
+    nats = [b for b in blocks if 'engine = "nats"' in b]
+    assert nats
+    for block in nats:
+        path = tmp_path / "hubbub.toml"
+        path.write_text(block)
+        settings = load_settings(path)
+        assert settings.engine == "nats" and settings.nats.history == "redis"
+        broker, _ = nats_engine(settings, SystemClock())
+        assert isinstance(broker, NatsBroker)
+
+
 def test_settings_refuse_namespaces_with_history_without_history() -> None:
-    with pytest.raises(ValueError, match="chat.enabled = false"):
+    with pytest.raises(ValueError, match=r"chat\.enabled = false"):
         Settings(engine="nats", nats={"history": "none", "presence": "memory"})
     settings = Settings(
         engine="nats", nats={"history": "none", "presence": "memory"}, chat={"enabled": False}
     )
-    broker, _ = nats_engine(settings, clock=__import__("hubbub.clock").clock.SystemClock())
+    broker, _ = nats_engine(settings, SystemClock())
     assert isinstance(broker, NatsBroker)

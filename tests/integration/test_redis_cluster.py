@@ -194,3 +194,27 @@ async def test_master_killed_replica_promoted(
     assert publisher.refusals, "the switch should have refused some publishes"
     assert codes == {100}, publisher.refusals
     assert own_cluster.master_of(cluster_key("hubbub", "ch", CHANNEL)) != master
+
+
+def test_keys_of_a_channel_share_one_slot() -> None:
+    """Whatever a channel or idempotency key holds, a channel's keys have one hash tag."""
+    from redis.crc import key_slot
+
+    for channel in ["news", "a{b}c", "}x", "{", "", "\x01connections#u{1}"]:
+        kinds = ["meta", "stream", "presence", "presence:exp", "ch", "idem:k{1}", "idem:}"]
+        slots = {key_slot(cluster_key("hubbub", kind, channel).encode()) for kind in kinds}
+        assert len(slots) == 1, channel
+    assert cluster_key("hubbub", "meta", "news") == "hubbub:meta:{news}"  # as on one Redis
+
+
+def test_settings_refuse_mixed_addresses() -> None:
+    from hubbub.config import Settings
+
+    with pytest.raises(ValueError, match="cluster_addresses"):
+        Settings(engine="redis", redis={"cluster_addresses": ["127.0.0.1:7000"], "urls": ["x"]})
+    with pytest.raises(ValueError, match="braces"):
+        Settings(engine="redis", redis={"cluster_addresses": ["h:1"], "prefix": "a{b}"})
+    with pytest.raises(ValueError, match="host:port"):
+        Settings(engine="redis", redis={"cluster_addresses": ["nope"]})
+    ok = Settings(engine="redis", redis={"cluster_addresses": ["h:1"], "password": "p"})
+    assert ok.redis.cluster_addresses == ["h:1"]

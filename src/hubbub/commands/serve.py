@@ -121,6 +121,8 @@ def _without_password(url: str) -> str:
 
 
 def _redis_where(settings: Settings) -> str:
+    if settings.redis.cluster_addresses:
+        return "cluster " + ",".join(settings.redis.cluster_addresses)
     return ", ".join(_without_password(url) for url in settings.redis.shards)
 
 
@@ -132,6 +134,8 @@ def describe_failure(exc: BaseException, settings: Settings) -> str:
         return f"cannot open the store: {' '.join(str(exc).split())}"
     if settings.engine == "redis":
         return f"cannot reach Redis at {_redis_where(settings)}: {_root_cause(exc)}"
+    if settings.engine == "nats":
+        return f"cannot start the NATS engine ({settings.nats.url}): {_root_cause(exc)}"
     return f"cannot start: {_root_cause(exc)}"
 
 
@@ -165,6 +169,9 @@ def startup_line(settings: Settings, hub: Hub, port: int) -> str:
         parts.append("listening on every address")
     if settings.engine == "redis":
         parts.append(f"engine redis {_redis_where(settings)}")
+    elif settings.engine == "nats":
+        nats = settings.nats
+        parts.append(f"engine nats {nats.url} (history {nats.history}, presence {nats.presence})")
     else:
         parts.append("engine memory")
     parts.append(describe_store(hub))
@@ -277,6 +284,19 @@ async def _preflight(settings: Settings) -> None:
     if settings.engine == "redis":
         import redis.asyncio as aioredis
 
+        if settings.redis.cluster_addresses:
+            from hubbub.engines.redis_cluster import ClusterConnector, check_version
+
+            cfg = settings.redis
+            connector = ClusterConnector(
+                cfg.cluster_addresses, username=cfg.username, password=cfg.password
+            )
+            cluster: Any = connector(1, 5.0)
+            try:
+                await check_version(cluster)
+            finally:
+                await cluster.aclose()
+            return
         for url in settings.redis.shards:
             client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
             try:

@@ -221,6 +221,12 @@ class NatsBroker:
         if self._healthy:
             log.warning("NATS connection lost; reconnecting (publishes fail until it is back)")
         self._healthy = False
+        # Publishes and subscribes waiting for their message to come back fail now, not after
+        # a timeout (the message may or may not have reached other nodes).
+        for waiter in self._echoes.values():
+            if not waiter.done():
+                waiter.set_exception(engine_unavailable())
+        self._echoes.clear()
 
     async def _on_reconnected(self) -> None:
         if self._resumed is None or self._resumed.done():

@@ -71,6 +71,7 @@ class _Info(msgspec.Struct, array_like=True):
 
 
 _DEFAULTS = PublishOptions()
+_NO_POSITION = StreamPosition(0, "")
 _encoder = msgspec.msgpack.Encoder()
 _pub_decoder = msgspec.msgpack.Decoder(_Pub)
 _info_decoder = msgspec.msgpack.Decoder(_Info)
@@ -113,8 +114,8 @@ class Received:
     kind: bytes
     origin: str
     pub: Publication | None = None
-    position: StreamPosition = StreamPosition(0, "")
-    opts: PublishOptions = PublishOptions()
+    position: StreamPosition = _NO_POSITION
+    opts: PublishOptions = _DEFAULTS
     info: ClientInfo | None = None
 
 

@@ -10,9 +10,9 @@ What differs from one Redis server, and why:
   keys share the tag ``{nodes}``. The prefix may hold no braces.
 * **PUB/SUB.** Sharded PUB/SUB (Redis 7.0+): the publish script ends with ``SPUBLISH`` on a
   shard channel in the channel's own slot, so a publication crosses the cluster bus to no
-  other master. The broker holds one PUB/SUB connection per master that serves a subscribed
-  channel (:class:`.redis_shard.ShardSubscriber`). The control channel between nodes is one
-  more shard channel.
+  other master. The broker (:class:`.redis_cluster_broker.RedisClusterBroker`) holds one
+  PUB/SUB connection per master that serves a subscribed channel. The control channel between
+  nodes is one more shard channel.
 * **Failover.** When a master dies its slots are served by nobody until the cluster promotes
   its replica (after ``cluster-node-timeout`` and a vote). Calls on those slots fail fast with
   error 100 (``temporary``); the PUB/SUB connection drops, and its channels are moved, with
