@@ -18,9 +18,10 @@ run: $(STAMP)
 
 # The markers of the tests that need more than Python, or take long (docs/developing.md).
 OUTSIDE := redis or nats or postgres or browser or tmux or js or slow
-# The suite's total coverage when the floor was set (82.8%, rounded down); `make test` fails
-# below it. Raise it as coverage grows.
-COVERAGE_FLOOR := 82
+# The suite's total coverage when the floor was set (87.0%), less a point for the branches a
+# run may or may not take (retries, timing); `make test` fails below it. Raise it as coverage
+# grows.
+COVERAGE_FLOOR := 86
 
 ## test: install everything the tests need, then lint, type check and run the whole suite
 test: $(STAMP) test-deps lint typecheck
