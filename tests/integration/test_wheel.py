@@ -34,7 +34,15 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_DISTRIBUTIONS = 26
 MAX_MEGABYTES = 45
 # What the extras bring: none of it may come with the core.
-EXTRA_DISTRIBUTIONS = {"redis", "asyncpg", "prompt-toolkit", "cryptography", "uvloop"}
+EXTRA_DISTRIBUTIONS = {
+    "redis",
+    "asyncpg",
+    "prompt-toolkit",
+    "cryptography",
+    "uvloop",
+    "nats-py",
+    "aiohttp",
+}
 
 CLIENT = """
 import asyncio, sys
