@@ -88,6 +88,63 @@ def _log_bad_close(session: Session, remote: str, code: object) -> None:
     session.node.metrics_disconnect(code)
 
 
+MessageHandler = Callable[[Message], Awaitable[None]]
+"""Handles one ``websocket.receive`` message of a connection that is not closing."""
+
+
+async def serve_messages(
+    session: Session,
+    outbox: Outbox,
+    receive: Receive,
+    handle: MessageHandler,
+    *,
+    on_disconnect: Callable[[Message], None] | None = None,
+    first: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve one accepted ASGI WebSocket connection until either side ends it: start the
+    outbox's writer and the session, await ``first`` (if any), hand every received message to
+    ``handle`` while the connection is not closing, and stop when the client disconnects
+    (``on_disconnect`` sees its message) or the writer finished (the close frame is out, or
+    the peer is gone). A failure closes the session with 3004, never the server. Returns once
+    the writer finished (a bounded wait) and ``session.closed()`` released everything."""
+    writer = asyncio.create_task(outbox.run())
+    session.start()
+    try:
+        if first is not None:
+            await first()
+        while True:
+            receive_task = asyncio.ensure_future(receive())
+            done, _ = await asyncio.wait(
+                (receive_task, writer), return_when=asyncio.FIRST_COMPLETED
+            )
+            if receive_task not in done:
+                receive_task.cancel()
+                break
+            message = receive_task.result()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                if on_disconnect is not None:
+                    on_disconnect(message)
+                break
+            if kind == "websocket.receive" and not outbox.closing:
+                await handle(message)
+    except Exception:
+        session.log.exception("connection failed")
+        session.close(disconnect(DisconnectCode.INTERNAL))
+    finally:
+        if not writer.done():
+            if not outbox.closing:
+                outbox.abort()
+            try:
+                # Bounded: a peer that stopped reading must not hold the connection open.
+                await asyncio.wait_for(writer, timeout=5.0)
+            except Exception:
+                session.log.debug("writer did not finish cleanly")
+        elif not writer.cancelled() and writer.exception() is not None:
+            session.log.debug("write failed: %s", writer.exception())
+        await session.closed()
+
+
 class WebSocketEndpoint:
     """An ASGI application serving one WebSocket connection per call with the client protocol.
 
@@ -149,54 +206,29 @@ class WebSocketEndpoint:
             node, outbox, codec=codec, app_pings=not frame_pings, remote=remote, knock=knock
         )
         outbox.on_overflow = session.slow
-        writer = asyncio.create_task(outbox.run())
-        session.start()
         node.counters[f"connections.{codec.name}"] += 1
-        try:
-            while True:
-                receive_task = asyncio.ensure_future(receive())
-                done, _ = await asyncio.wait(
-                    (receive_task, writer), return_when=asyncio.FIRST_COMPLETED
-                )
-                if receive_task not in done:
-                    # The writer finished: the close frame is out (or the peer is gone).
-                    receive_task.cancel()
-                    break
-                message = receive_task.result()
-                kind = message["type"]
-                if kind == "websocket.disconnect":
-                    _log_bad_close(session, remote, message.get("code"))
-                    break
-                if kind != "websocket.receive" or outbox.closing:
-                    continue
-                data = _frame(message, codec)
-                if data is None:
-                    kind = "text" if codec.binary else "binary"
-                    session.close(
-                        disconnect(
-                            DisconnectCode.INAPPROPRIATE_PROTOCOL,
-                            f"inappropriate protocol: {kind} frame on a {codec.name} connection",
-                        )
+
+        async def handle(message: Message) -> None:
+            data = _frame(message, codec)
+            if data is None:
+                kind = "text" if codec.binary else "binary"
+                session.close(
+                    disconnect(
+                        DisconnectCode.INAPPROPRIATE_PROTOCOL,
+                        f"inappropriate protocol: {kind} frame on a {codec.name} connection",
                     )
-                    node.metrics_bad_input(DisconnectCode.INAPPROPRIATE_PROTOCOL)
-                    continue
-                if len(data) > max_size:
-                    node.metrics_bad_input(DisconnectCode.MESSAGE_TOO_BIG)
-                    session.close(disconnect(DisconnectCode.MESSAGE_TOO_BIG))
-                    continue
+                )
+                node.metrics_bad_input(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+            elif len(data) > max_size:
+                node.metrics_bad_input(DisconnectCode.MESSAGE_TOO_BIG)
+                session.close(disconnect(DisconnectCode.MESSAGE_TOO_BIG))
+            else:
                 await session.handle_frame(data)
-        except Exception:
-            session.log.exception("connection failed")
-            session.close(disconnect(DisconnectCode.INTERNAL))
-        finally:
-            if not writer.done():
-                if not outbox.closing:
-                    outbox.abort()
-                try:
-                    # Bounded: a peer that stopped reading must not hold the connection open.
-                    await asyncio.wait_for(writer, timeout=5.0)
-                except Exception:
-                    session.log.debug("writer did not finish cleanly")
-            elif not writer.cancelled() and writer.exception() is not None:
-                session.log.debug("write failed: %s", writer.exception())
-            await session.closed()
+
+        await serve_messages(
+            session,
+            outbox,
+            receive,
+            handle,
+            on_disconnect=lambda message: _log_bad_close(session, remote, message.get("code")),
+        )

@@ -17,7 +17,6 @@ read and dropped.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -26,7 +25,14 @@ from hubbub.protocol.messages import ConnectRequest
 from hubbub.session import Session
 from hubbub.transports import uni
 from hubbub.transports.admission import Knock, Refusal, scope_knock
-from hubbub.transports.asgi import Message, Receive, Scope, Send, refuse_handshake
+from hubbub.transports.asgi import (
+    Message,
+    Receive,
+    Scope,
+    Send,
+    refuse_handshake,
+    serve_messages,
+)
 from hubbub.transports.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -122,45 +128,24 @@ class UniWebSocketEndpoint:
         outbox = UniOutbox(send_frame, send_close, node.settings.client.queue_max_size, None)
         session = uni.new_session(node, outbox, remote=remote, knock=knock)
         outbox.on_overflow = session.slow
-        writer = asyncio.create_task(outbox.run())
-        session.start()
         node.counters[f"connections.{session.codec.name}"] += 1
         node.counters[f"transport.{TRANSPORT}"] += 1
-        try:
+        connected = request is not None
+
+        async def first() -> None:
             if request is not None:
                 await uni.connect(session, request)
-            while True:
-                receive_task = asyncio.ensure_future(receive())
-                done, _ = await asyncio.wait(
-                    (receive_task, writer), return_when=asyncio.FIRST_COMPLETED
-                )
-                if receive_task not in done:
-                    # The writer finished: the close frame is out (or the peer is gone).
-                    receive_task.cancel()
-                    break
-                message = receive_task.result()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message["type"] != "websocket.receive" or outbox.closing:
-                    continue
-                if request is None:
-                    request = self._first_message(session, message, limit)
-                    if request is not None:
-                        await uni.connect(session, request)
-                # Anything after the connect request is dropped: the client has nothing to say.
-        except Exception:
-            session.log.exception("connection failed")
-            session.close(disconnect(DisconnectCode.INTERNAL))
-        finally:
-            if not writer.done():
-                if not outbox.closing:
-                    outbox.abort()
-                try:
-                    # Bounded: a peer that stopped reading must not hold the connection open.
-                    await asyncio.wait_for(writer, timeout=5.0)
-                except Exception:
-                    session.log.debug("writer did not finish cleanly")
-            await session.closed()
+
+        async def handle(message: Message) -> None:
+            nonlocal connected
+            # Anything after the connect request is dropped: the client has nothing to say.
+            if not connected:
+                connected = True
+                asked = self._first_message(session, message, limit)
+                if asked is not None:
+                    await uni.connect(session, asked)
+
+        await serve_messages(session, outbox, receive, handle, first=first)
 
     def _first_message(
         self, session: Session, message: Message, limit: int
