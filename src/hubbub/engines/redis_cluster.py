@@ -31,13 +31,12 @@ import hashlib
 from typing import Any, cast
 
 from hubbub.config_redis import parse_address
-from hubbub.engines.base import ReapedEntry
 
 # Raises MissingExtra, naming the redis extra, when the redis package is absent.
-from hubbub.engines.redis_client import POOL_SIZE, POOL_TIMEOUT, guard, log
-from hubbub.engines.redis_codec import pack_info, unpack_info
+from hubbub.engines.redis_client import POOL_SIZE, POOL_TIMEOUT, guard
+from hubbub.engines.redis_codec import pack_info
 from hubbub.engines.redis_presence import RedisPresenceManager
-from hubbub.engines.redis_scripts import REAP_LOCK_MS, ms
+from hubbub.engines.redis_scripts import ms
 from hubbub.protocol.messages import ClientInfo
 
 import redis.asyncio as aioredis  # isort: skip  (after the import that checks the extra)
@@ -217,31 +216,10 @@ class RedisClusterPresenceManager(RedisPresenceManager):
             calls.append(redis.srem(self._owned(self._owner), f"{client_id}\0{channel}"))
         await guard(lambda: settle(*calls))
 
-    async def _reap_node(self, node: str) -> list[ReapedEntry]:
-        lock = f"{self._prefix}:{{nodes}}:reap:{node}"
-        claimed = await guard(
-            lambda: self._claim(
-                keys=[self._nodes, lock], args=[node, self._owner or "-", REAP_LOCK_MS]
+    async def _remove_entries(self, by_channel: dict[str, list[str]]) -> list[list[bytes]]:
+        # Channels live in different slots: one call each, concurrently, not one pipeline.
+        return await guard(
+            lambda: settle(
+                *(self._reap(keys=self._keys(c), args=clients) for c, clients in by_channel.items())
             )
         )
-        if not claimed:
-            return []
-        owned = self._owned(node)
-        members = await guard(lambda: self._redis.smembers(owned))
-        by_channel: dict[str, list[str]] = {}
-        for member in members:
-            text = member.decode() if isinstance(member, bytes) else member
-            client, _, channel = text.partition("\0")
-            by_channel.setdefault(channel, []).append(client)
-        channels = list(by_channel)
-        infos = await guard(
-            lambda: settle(*(self._reap(keys=self._keys(c), args=by_channel[c]) for c in channels))
-        )
-        await guard(lambda: self._forget(keys=[self._nodes, owned], args=[node]))
-        if members:
-            log.info("node %s lapsed: removed its %d presence entries", node, len(members))
-        return [
-            ReapedEntry(channel, unpack_info(packed))
-            for channel, removed in zip(channels, infos, strict=True)
-            for packed in removed
-        ]

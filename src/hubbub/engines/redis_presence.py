@@ -156,16 +156,7 @@ class RedisPresenceManager:
             client, _, channel = text.partition("\0")
             by_channel.setdefault(channel, []).append(client)
         channels = list(by_channel)
-
-        async def remove() -> list[list[bytes]]:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for channel in channels:
-                    await self._reap(
-                        keys=self._keys(channel), args=by_channel[channel], client=pipe
-                    )
-                return list(await pipe.execute())
-
-        infos = await guard(remove) if channels else []
+        infos = await self._remove_entries(by_channel) if channels else []
         await guard(lambda: self._forget(keys=[self._nodes, owned], args=[node]))
         if members:
             log.info("node %s lapsed: removed its %d presence entries", node, len(members))
@@ -174,6 +165,18 @@ class RedisPresenceManager:
             for channel, removed in zip(channels, infos, strict=True)
             for packed in removed
         ]
+
+    async def _remove_entries(self, by_channel: dict[str, list[str]]) -> list[list[bytes]]:
+        """Remove the given clients' entries, channel by channel (in the order of
+        ``by_channel``); the packed infos removed from each channel."""
+
+        async def remove() -> list[list[bytes]]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, clients in by_channel.items():
+                    await self._reap(keys=self._keys(channel), args=clients, client=pipe)
+                return list(await pipe.execute())
+
+        return await guard(remove)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         flat = await guard(lambda: self._presence(keys=self._keys(channel), args=[]))
