@@ -544,7 +544,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     try:
         settings = Settings(**data)
         if overrides:
-            merged = settings.model_dump()
+            # Only what was set: validators tell an option given from its default (a
+            # [redis] url next to cluster_addresses is refused, the default url is not).
+            merged = settings.model_dump(exclude_unset=True)
             merged.update(overrides)
             settings = Settings.model_validate(merged)
     except ValidationError as exc:

@@ -317,6 +317,16 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def settings_for_workers(settings: Settings) -> str:
+    """The JSON each worker of ``--workers`` rebuilds ``settings`` from.
+
+    Only what was set (in the file, the environment, the flags) is written: validators tell
+    an option given from its default (``[redis] url`` next to ``cluster_addresses`` or
+    ``sentinel_addresses`` is refused, the default is not), and derive the rest again.
+    """
+    return settings.model_dump_json(exclude_unset=True)
+
+
 def _serve_workers(settings: Settings, workers: int) -> int:
     import uvicorn
 
@@ -324,7 +334,7 @@ def _serve_workers(settings: Settings, workers: int) -> int:
 
     _warn_about_dev_mode(settings)
     # Each worker process builds its app from exactly these validated settings.
-    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    os.environ[SETTINGS_ENV] = settings_for_workers(settings)
     uvicorn.run(
         "hubbub.app:app_from_environment",
         factory=True,
