@@ -26,7 +26,8 @@ machine) is subtracted from the time the chunk was read.
 
 Set-up (what "connection set-up" times, from the TCP connect to the last step below):
 
-- hubbub: WebSocket handshake, ``connect`` with a token, ``subscribe``, each awaited;
+- hubbub: WebSocket handshake, ``connect`` with a token, ``subscribe`` (``recoverable`` in the
+  recoverable rows), each awaited;
 - Bun: WebSocket handshake, then the server's ``ready`` sent after ``ws.subscribe`` in ``open``;
 - python-socketio: WebSocket handshake, Engine.IO open packet, namespace connect, then a
   ``subscribe`` event whose acknowledgement comes after ``enter_room``;
@@ -231,8 +232,11 @@ class Connection(asyncio.Protocol):
             elif line.startswith(b'{"id":1,'):
                 channels = self.spec.get("channels") or []
                 self.step = len(channels)
+                extra = b',"recoverable":true' if self.spec.get("recoverable") else b""
                 for i, channel in enumerate(channels, 2):
-                    self.send(b'{"id":%d,"subscribe":{"channel":"%s"}}' % (i, channel.encode()))
+                    self.send(
+                        b'{"id":%d,"subscribe":{"channel":"%s"%s}}' % (i, channel.encode(), extra)
+                    )
                 if not channels:
                     self._ready()
             elif line.startswith(b'{"id":'):

@@ -108,6 +108,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def system_seconds(pid: int) -> float:
+    """System (kernel) CPU time of a process (stime of /proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return int(fields[12]) / CLOCK_TICKS
+
+
+def write_calls(pid: int) -> int:
+    """System calls that wrote, so far, by a process (``syscw`` of /proc/<pid>/io): a server's
+    writes per delivery say how well it batches; 0 where the file is not readable."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("syscw:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of a process (the second field of /proc/<pid>/statm)."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE

@@ -42,22 +42,23 @@ def machine_text(info: dict[str, str], args: argparse.Namespace) -> str:
 
 def _run_row(label: str, run: dict[str, Any] | None) -> str:
     if run is None:
-        return f"| {label} | - | - | - | - | - | - |"
+        return f"| {label} | - | - | - | - | - | - | - |"
     if "skipped" in run:
-        return f"| {label} | {run['skipped']} | | | | | |"
+        return f"| {label} | {run['skipped']} | | | | | | |"
     lost = f"{run['lost']:,}"
     if run.get("closed"):
         lost += f" ({run['closed']} closed)"
     return (
         f"| {label} | {_n(run['deliveries_per_s'])} | {run['cpu_us_per_delivery']:.2f} | "
+        f"{_n(run.get('writes_per_delivery') or None, 2)} | "
         f"{_ms(run['p50_ms'])} / {_ms(run['p99_ms'])} / {_ms(run['max_ms'])} | {lost} | "
         f"{run['server_core_percent']:.0f}% | {run['client_core_percent']:.0f}% |"
     )
 
 
 HEAD = (
-    "| server | delivered/s | server CPU µs/delivery | latency ms p50 / p99 / max | lost | "
-    "server core | client core |\n|---|---:|---:|---|---:|---:|---:|"
+    "| server | delivered/s | server CPU µs/delivery | writes/delivery | latency ms p50 / p99 / "
+    "max | lost | server core | client core |\n|---|---:|---:|---:|---|---:|---:|---:|"
 )
 
 
@@ -237,6 +238,32 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         add("≤ 8 KiB RSS per idle connection", "not measured", None)
         add("20,000 connections with heartbeats, p99 set-up < 100 ms", "not measured", None)
+    # Issue 19: many small rooms against Bun; recoverable subscribers against plain ones.
+    many = next((s for s in results["scenarios"] if s["key"].startswith("many-")), None)
+    rooms = "1,000 channels x 10 subscribers, max rate"
+    for field, name, limit, unit in (
+        ("cpu_us_per_delivery", "server CPU per delivery ≤ 1.3x Bun's", 1.3, "µs"),
+        ("deliveries_per_s", "delivered/s ≥ 0.8x Bun's", 0.8, ""),
+    ):
+        _ratio_target(add, f"{rooms}: {name}", many, "hubbub", "bun", field, limit, unit)
+    recoverable = next(
+        (s for s in results["scenarios"] if s["key"].startswith("recoverable-")), None
+    )
+    subscribers = "10,000 recoverable subscribers, max rate"
+    for field, name, limit, unit in (
+        ("cpu_us_per_delivery", "server CPU per delivery ≤ 1.2x non-recoverable", 1.2, "µs"),
+        ("deliveries_per_s", "delivered/s ≥ 1/1.2 of non-recoverable", 1 / 1.2, ""),
+    ):
+        _ratio_target(
+            add,
+            f"{subscribers}: {name}",
+            recoverable,
+            "hubbub-recoverable",
+            "hubbub-history",
+            field,
+            limit,
+            unit,
+        )
     lost = []
     for scn in results["scenarios"]:
         for r in scn["rows"]:
@@ -252,6 +279,30 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         not bad if lost else None,
     )
     return out
+
+
+def _ratio_target(
+    add: Any,
+    label: str,
+    scn: dict[str, Any] | None,
+    ours: str,
+    ref: str,
+    field: str,
+    limit: float,
+    unit: str,
+) -> None:
+    """A target on the ratio of two rows' max-rate ``field`` (``ours`` over ``ref``): at most
+    ``limit`` for CPU per delivery, at least ``limit`` for deliveries per second."""
+    mine = (_row(scn, ours) or {}).get("max")
+    theirs = (_row(scn, ref) or {}).get("max")
+    if not mine or not theirs or "skipped" in mine or "skipped" in theirs:
+        add(label, "not measured", None)
+        return
+    a, b = mine[field], theirs[field]
+    ratio = a / b
+    shown = f"{a:.2f} vs {b:.2f} {unit}" if unit else f"{_n(a)} vs {_n(b)}"
+    met = ratio <= limit if field == "cpu_us_per_delivery" else ratio >= limit
+    add(label, f"x{ratio:.2f} ({shown})", met)
 
 
 def targets_text(items: list[dict[str, Any]]) -> str:
@@ -338,7 +389,8 @@ def profile_text(profile: dict[str, Any]) -> str:
     if "error" in profile:
         return f"### Profile\n\n{profile['error']}"
     run, setup = profile["run"], profile["setup"]
-    lines = ["### Profile: hubbub native under py-spy", ""]
+    scenario = profile.get("title", "")
+    lines = [f"### Profile: hubbub native under py-spy{': ' if scenario else ''}{scenario}", ""]
     n = f"{setup['connections']:,}"
     titles = {
         "max": f"{n} subscribers, maximum rate ({_n(run['deliveries_per_s'])} delivered/s, "

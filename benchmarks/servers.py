@@ -43,6 +43,9 @@ class Server:
     kind: str  # the client protocol: hubbub, tutorial, socketio, bun
     many_channels: bool = True
     options: dict[str, Any] = field(default_factory=dict)
+    # hubbub's subscribers ask for a recoverable subscription (history and recovery on, as a
+    # chat page does): positioned subscribers, whose offsets the server checks.
+    recoverable: bool = False
     proc: subprocess.Popen[bytes] | None = None
     redis: subprocess.Popen[bytes] | None = None
     port: int = 0
@@ -165,7 +168,8 @@ def hubbub_config(
         "allow_publish_for_client = true",
     ]
     if history:
-        lines += ["history_size = 100", "history_ttl = 300"]
+        # Recovery allowed: the recoverable rows' subscribers ask for it (the others do not).
+        lines += ["history_size = 100", "history_ttl = 300", "allow_recovery = true"]
     if redis_url:
         lines += ["[redis]", f'url = "{redis_url}"']
     return "\n".join(lines) + "\n"
@@ -196,6 +200,20 @@ def catalogue() -> dict[str, Server]:
             "hubbub native, Redis, history",
             "hubbub",
             options={"engine": "redis", "history": True},
+        ),
+        Server(
+            "hubbub-recoverable",
+            "hubbub native, history, recoverable",
+            "hubbub",
+            options={"history": True},
+            recoverable=True,
+        ),
+        Server(
+            "hubbub-redis-recoverable",
+            "hubbub native, Redis, history, recoverable",
+            "hubbub",
+            options={"engine": "redis", "history": True},
+            recoverable=True,
         ),
         Server("bun", "Bun pub/sub", "bun"),
         Server("tutorial", "FastAPI tutorial manager", "tutorial", many_channels=False),

@@ -22,8 +22,8 @@ Scenarios (``--quick`` runs a subset):
   connections with one subscription each, opened ``--setup-concurrency`` at a time: set-up
   rate, set-up time p50/p99, RSS per idle connection, then held for ``--hold`` seconds with
   heartbeats (hubbub pings every 10 s here) to count the connections that survive them;
-- py-spy profiles of hubbub native (with --native) during the set-up of 10,000 subscribers and
-  the maximum-rate run that follows.
+- py-spy profiles of hubbub native (with --native) during the set-up of the subscribers and the
+  maximum-rate run that follows: one channel with 10,000 subscribers, and the many channels.
 
 Printed per scenario and server: delivered messages/s, server CPU µs per delivery (utime+stime
 of the server's processes from /proc over the measured window, divided by the deliveries),
@@ -57,11 +57,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 import report
 from clients import counter_words, worker_main
-from harness import Processes, cpu_seconds, progress
+from harness import Processes, cpu_seconds, progress, system_seconds, write_calls
 from servers import Server, bun_binary, catalogue, connection_token
 
 MAIN = ["hubbub", "hubbub-nodelay", "hubbub-asgi", "bun", "tutorial", "socketio"]
 VARIANTS = ["hubbub", "hubbub-history", "hubbub-redis", "hubbub-redis-history"]
+# Recoverable subscribers next to plain ones of the same channel with history (issue 19's
+# target: within 1.2x of them).
+RECOVERABLE = [
+    "hubbub-history",
+    "hubbub-recoverable",
+    "hubbub-redis-history",
+    "hubbub-redis-recoverable",
+]
 
 
 def heartbeat(server: Server) -> str:
@@ -99,7 +107,16 @@ def scenarios(args: argparse.Namespace, fd_limit: int) -> list[Scenario]:
         many = [s for s in chosen if catalogue()[s].many_channels]
         channels, each = args.many
         title = f"{channels:,} channels, {each:,} subscribers each"
-        out.append(Scenario(f"many-{channels}x{each}", title, channels * each, channels, many))
+        out.append(
+            Scenario(
+                f"many-{channels}x{each}",
+                title,
+                channels * each,
+                channels,
+                many,
+                profile=not args.no_profile and not args.no_many_profile,
+            )
+        )
         for n in args.variant_subscribers:
             out.append(
                 Scenario(
@@ -107,6 +124,15 @@ def scenarios(args: argparse.Namespace, fd_limit: int) -> list[Scenario]:
                     f"hubbub: history, Redis; one channel, {n:,} subscribers",
                     n,
                     servers=VARIANTS,
+                )
+            )
+        for n in args.variant_subscribers:
+            out.append(
+                Scenario(
+                    f"recoverable-{n}",
+                    f"hubbub: recoverable subscribers; one channel, {n:,} subscribers",
+                    n,
+                    servers=RECOVERABLE,
                 )
             )
     # The server needs a descriptor per connection plus a few of its own.
@@ -121,6 +147,8 @@ def scenarios(args: argparse.Namespace, fd_limit: int) -> list[Scenario]:
             publish=False,
         )
     )
+    if args.only:
+        out = [s for s in out if s.key in args.only]
     return out
 
 
@@ -242,6 +270,7 @@ class Run:
             "sample": sample,
             "beat": heartbeat(server),
             "token": connection_token(f"{role}{i}") if server.kind == "hubbub" else None,
+            "recoverable": server.recoverable,
         }
 
     def connect(self) -> None:
@@ -311,6 +340,8 @@ class Run:
         pids = self.server.pids
         broadcast(self.workers, "reset")
         self.publisher.call("reset")
+        writes0 = write_calls(self.server.server_pid)
+        sys0 = system_seconds(self.server.server_pid)
         cpu0, t0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
         if self.shared is not None:
             # Deliveries in flight: every subscriber of a channel, and the probe, per publication.
@@ -340,6 +371,8 @@ class Run:
                 break
             time.sleep(0.05)
         cpu1, t1 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+        writes = write_calls(self.server.server_pid) - writes0
+        kernel = system_seconds(self.server.server_pid) - sys0
         collected = broadcast(self.workers, "collect")
         publisher_cpu = self.publisher.call("stats")["cpu"]
         delivered = sum(c["received"] for c in collected)
@@ -362,6 +395,11 @@ class Run:
             "deliveries_per_s": delivered / window,
             "server_cpu_s": cpu1 - cpu0,
             "cpu_us_per_delivery": (cpu1 - cpu0) / max(delivered, 1) * 1e6,
+            # The server's write system calls (its Redis's not counted) per delivery, where the
+            # kernel counts them (write/writev: uvloop's, not Bun's send), and the kernel's
+            # share of the server process's CPU time.
+            "writes_per_delivery": writes / max(delivered, 1),
+            "server_kernel_percent": kernel / max(cpu1 - cpu0, 1e-9) * 100,
             "server_core_percent": (cpu1 - cpu0) / (t1 - t0) * 100,
             "client_core_percent": client_cpu / (t1 - t0) * 100,
             "latency_samples": len(latencies),
@@ -395,7 +433,7 @@ def profile_run(
     if pyspy is None:
         return {"error": "py-spy is not installed (pip install -e '.[bench]')"}
     harness.LOCAL.mkdir(parents=True, exist_ok=True)
-    out = harness.LOCAL / f"profile-hubbub-{scn.subscribers}.speedscope.json"
+    out = harness.LOCAL / f"profile-hubbub-{scn.key}.speedscope.json"
     out.unlink(missing_ok=True)
     server = catalogue()["hubbub"]
     server.profiler = [
@@ -440,6 +478,7 @@ def profile_run(
     }
     return {
         "file": str(out.relative_to(harness.ROOT)),
+        "title": scn.title,
         "command": " ".join(["py-spy", *server.profiler[1:-2], "<file> -- hubbub serve ..."]),
         "run": measured,
         "setup": setup,
@@ -597,7 +636,19 @@ def main() -> int:
         default=1000,
         help="about this many connections record every latency",
     )
-    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy runs")
+    parser.add_argument(
+        "--no-many-profile",
+        action="store_true",
+        help="skip the py-spy run of the many-channel scenario only",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="KEY",
+        help="run only these scenarios (keys: one-N, many-CxE, variants-N, recoverable-N, "
+        "connections; e.g. --only many-1000x10)",
+    )
     parser.add_argument(
         "--python-clients",
         action="store_true",
@@ -630,10 +681,13 @@ def main() -> int:
         args.no_profile = True
         args.warmup = min(args.warmup, 0.5)
         args.servers = args.servers or [s for s in MAIN if s != "hubbub-nodelay"]
+    # A part of the suite (--quick, --only) does not replace the full run's results and chart.
     args.json = args.json or (
-        harness.LOCAL / "quick.json" if quick else harness.ROOT / "benchmarks" / "results.json"
+        harness.LOCAL / "quick.json"
+        if quick or args.only
+        else harness.ROOT / "benchmarks" / "results.json"
     )
-    if args.chart is None and not quick:
+    if args.chart is None and not quick and not args.only:
         args.chart = harness.ROOT / "docs" / "benchmarks.png"
 
     fd_limit = harness.raise_fd_limit()

@@ -74,9 +74,14 @@ class LocalIndex:
         streams: of those, the HTTP streams' sessions by their stream session id (what
             ``/emulation`` requests name).
         channels: every local subscriber of a channel, by client id.
-        direct: of a channel's subscribers, those delivered to one by one (positions tracked,
-            reply not yet written, transports without groups).
-        groups: the others, in a transport group per wire format, written to together.
+        direct: of a channel's subscribers, those delivered to one by one (reply not yet
+            written, transports without groups, a position of their own).
+        groups: live subscribers with nothing to check per publication, in a transport group
+            per wire format, written to together.
+        positioned: live subscribers whose position in the stream is tracked (recoverable or
+            positioned subscriptions) and who are at the same position: a shared position,
+            checked once per publication, and a transport group per wire format
+            (:class:`PositionedGroups`).
         delta: a channel's subscribers that negotiated delta compression, with the base of
             the next delta (:class:`~hubbub.delta.DeltaChannel`): in neither of the above.
 
@@ -93,6 +98,7 @@ class LocalIndex:
         self.channels: dict[str, dict[str, Subscriber]] = {}
         self.direct: dict[str, dict[str, Subscriber]] = {}
         self.groups: dict[str, dict[Codec, Group]] = {}
+        self.positioned: dict[str, PositionedGroups] = {}
         self.delta: dict[str, DeltaChannel] = {}
         # Channels whose engine subscription is on its way -> done when it is made.
         self._subscribing: dict[str, asyncio.Future[None]] = {}
@@ -186,19 +192,45 @@ class LocalIndex:
     ) -> bool:
         """Deliver ``channel`` to this subscriber through its transport's group for the
         channel and wire format (created on first use) instead of one by one. For live
-        subscribers whose publications need no per-connection check (no tracked position).
-        False when the transport has no groups or the subscriber is not (or no longer) here.
+        subscribers whose publications need no per-connection check: those without a tracked
+        position, and those of a recoverable or positioned subscription at the position the
+        channel's other such members share (:class:`PositionedGroups`; the first one sets it).
+        False when the transport has no groups, the subscriber is not (or no longer) here or
+        not live, or its position is not the shared one.
         """
         direct = self.direct.get(channel)
-        if direct is None or client_id not in direct or transport.closing:
+        session = direct.get(client_id) if direct is not None else None
+        sub = session.subscriptions.get(channel) if session is not None else None
+        if direct is None or sub is None or transport.closing:
             return False
-        groups = self.groups.get(channel)
+        shared: PositionedGroups | None = None
+        position: StreamPosition | None = None
+        if not sub.recoverable:
+            groups = self.groups.get(channel)
+        elif sub.stale or sub.pending is not None:
+            return False
+        else:
+            position = StreamPosition(sub.offset, sub.epoch)
+            shared = self.positioned.get(channel)
+            if shared is not None and (shared.epoch, shared.offset) != (
+                position.epoch,
+                position.offset,
+            ):
+                return False  # not where the others are: judged on its own
+            groups = shared.groups if shared is not None else None
         group = groups.get(codec) if groups is not None else None
         if group is None:
             group = transport.new_group()
             if group is None:
                 return False
-            self.groups.setdefault(channel, {})[codec] = group
+            if position is None:
+                self.groups.setdefault(channel, {})[codec] = group
+            else:
+                if shared is None:
+                    shared = self.positioned[channel] = PositionedGroups(position)
+                shared.groups[codec] = group
+        if shared is not None:
+            shared.members.add(client_id)
         del direct[client_id]
         if not direct:
             del self.direct[channel]
@@ -232,6 +264,27 @@ class LocalIndex:
         if deltas is not None:
             deltas.seed(offset, epoch, payload)
 
+    def ungroup_positioned(self, channel: str) -> None:
+        """Deliver to ``channel``'s positioned members one by one again, each with the shared
+        position as its own: when a publication does not continue it (every one of them
+        judges it, and recovers), and while the stream is checked after an engine outage."""
+        shared = self.positioned.pop(channel, None)
+        subs = self.channels.get(channel)
+        if shared is None or subs is None:
+            return
+        direct = self.direct.setdefault(channel, {})
+        for client_id in shared.members:
+            for group in shared.groups.values():
+                if group.discard(client_id):
+                    break
+            session = subs.get(client_id)
+            if session is None:
+                continue
+            sub = session.subscriptions.get(channel)
+            if sub is not None:
+                sub.offset, sub.epoch = shared.offset, shared.epoch
+            direct[client_id] = session
+
     def _unindex(self, channel: str, client_id: str) -> None:
         """Take ``client_id`` out of ``channel``'s direct or delta subscribers or its group."""
         direct = self.direct.get(channel)
@@ -244,7 +297,15 @@ class LocalIndex:
             if not deltas.subscribers:  # the channel's base goes with its last one
                 del self.delta[channel]
             return
-        groups = self.groups.get(channel)
+        shared = self.positioned.get(channel)
+        if shared is not None and client_id in shared.members:
+            shared.members.discard(client_id)
+            if not shared.members:
+                del self.positioned[channel]
+            groups: dict[Codec, Group] | None = shared.groups
+        else:
+            shared = None
+            groups = self.groups.get(channel)
         if groups is None:
             return
         for codec, group in list(groups.items()):
@@ -252,7 +313,7 @@ class LocalIndex:
                 if not len(group):
                     del groups[codec]
                 break
-        if not groups:
+        if not groups and shared is None:
             del self.groups[channel]
 
     def _forget(self, channel: str) -> None:
@@ -262,6 +323,7 @@ class LocalIndex:
         self.channels.pop(channel, None)
         self.direct.pop(channel, None)
         self.groups.pop(channel, None)
+        self.positioned.pop(channel, None)
         self.delta.pop(channel, None)
 
     def channel_counts(self, pattern: str = "") -> dict[str, int]:
@@ -295,6 +357,20 @@ class LocalIndex:
             for fmt, group in groups.items():
                 data = encoded[fmt] = fmt.encode_push(push)
                 group.send(data)
+        shared = self.positioned.get(channel)
+        if shared is not None:
+            offset = pub.offset
+            if offset == 0 or (offset == shared.offset + 1 and position.epoch == shared.epoch):
+                # It continues the position they share: checked once for all of them.
+                if offset:
+                    shared.offset = offset
+                for fmt, group in shared.groups.items():
+                    data = encoded.get(fmt) or encoded.setdefault(fmt, fmt.encode_push(push))
+                    group.send(data)
+            else:
+                # A gap, a step back or another epoch: each of them judges it (below) and
+                # recovers, or learns that it cannot.
+                self.ungroup_positioned(channel)
         direct = self.direct.get(channel)
         if direct is not None:
             for session in list(direct.values()):
@@ -326,6 +402,22 @@ class LocalIndex:
             fmt = session.codec
             data = encoded.get(fmt) or encoded.setdefault(fmt, fmt.encode_push(push))
             session.deliver_join_leave(channel, data)
+
+
+class PositionedGroups:
+    """A channel's live subscribers that track their position in its stream and are at the
+    same one: they share ``epoch``/``offset`` (their subscriptions' own are brought up to date
+    when they leave, see :meth:`LocalIndex.ungroup_positioned`), and a transport group per
+    wire format. A publication that continues the shared position goes to the groups as is;
+    any other ends the sharing."""
+
+    __slots__ = ("epoch", "groups", "members", "offset")
+
+    def __init__(self, position: StreamPosition) -> None:
+        self.epoch = position.epoch
+        self.offset = position.offset
+        self.groups: dict[Codec, Group] = {}
+        self.members: set[str] = set()
 
 
 class EngineEvents:

@@ -108,9 +108,12 @@ class GapChecker:
     async def _check_channel(self, channel: str) -> None:
         """Stop every positioned subscriber of ``channel`` whose stream does not continue its
         position any more (see :func:`~hubbub.subscription.judge_top`)."""
-        subs = self.node.index.channels.get(channel)
+        index = self.node.index
+        subs = index.channels.get(channel)
         if not subs:
             return
+        # Those sharing a position are checked one by one, each at the shared position.
+        index.ungroup_positioned(channel)
         # Positions as before the read: live publications may move them on meanwhile.
         tracked = [
             (session, sub, sub.epoch, sub.offset)
@@ -129,6 +132,12 @@ class GapChecker:
                 continue  # what was published meanwhile reached it live, in order
             if verdict.lost:
                 self.stream_lost(session, sub, verdict)
+        for session, sub, _, _ in tracked:
+            # Those the stream still continues share their position again (the transport:
+            # sessions have one; other subscribers are never positioned).
+            transport = getattr(session, "transport", None)
+            if transport is not None and session.subscriptions.get(channel) is sub:
+                index.group_subscriber(channel, session.client_id, session.codec, transport)
 
     def stream_lost(self, session: Subscriber, sub: Subscription, verdict: Verdict) -> None:
         """The stream stopped continuing ``sub``'s position (``verdict``): send nothing more on

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -239,14 +239,76 @@ class Session:
         A protocol violation closes the connection and drops the rest of the frame; a reply
         error answers its command only.
         """
+        rest = self.receive(frame)
+        if rest is not None:
+            await rest
+
+    def receive(self, frame: bytes) -> Coroutine[Any, Any, None] | None:
+        """Process the commands of one frame in order, here and now as long as none has to
+        wait on anything (pongs; publications on the memory engine without hooks, see
+        :func:`~hubbub.session_requests.publish_now`): None when the frame is done, else a
+        coroutine that handles the rest, to be awaited before anything received after
+        ``frame``. :meth:`handle_frame` is this for transports that await every frame."""
         try:
-            for part in self.codec.split_frame(frame):
+            parts = self.codec.split_frame(frame)
+            for i, part in enumerate(parts):
                 if self.transport.closing:
-                    return
-                await self._handle_command(self.codec.decode_command(part))
+                    return None
+                rest = self._command_now(self.codec.decode_command(part))
+                if rest is not None:
+                    return self._finish_frame(rest, parts, i + 1)
         except Disconnect as reason:
             self.node.metrics_bad_input(reason.code)
             self.close(reason)
+        return None
+
+    async def _finish_frame(
+        self, first: Coroutine[Any, Any, None], parts: list[bytes], start: int
+    ) -> None:
+        """The rest of :meth:`receive`: ``first`` (a command that waits), then
+        ``parts[start:]``."""
+        try:
+            await first
+            for part in parts[start:]:
+                if self.transport.closing:
+                    return
+                rest = self._command_now(self.codec.decode_command(part))
+                if rest is not None:
+                    await rest
+        except Disconnect as reason:
+            self.node.metrics_bad_input(reason.code)
+            self.close(reason)
+
+    def _command_now(self, cmd: Command) -> Coroutine[Any, Any, None] | None:
+        """Handle ``cmd`` here and now if nothing in it waits (None), else return what
+        handles it, to be awaited."""
+        req = cmd.publish
+        if req is None:
+            if cmd.id == 0 and cmd.send is None and _is_empty(cmd):
+                self._on_pong()
+                return None
+            return self._handle_command(cmd)
+        if (
+            cmd.id == 0
+            or self.state is not State.CONNECTED
+            or cmd.connect is not None
+            or cmd.subscribe is not None
+            or cmd.unsubscribe is not None
+            or not session_requests.can_publish_now(self)
+        ):
+            return self._handle_command(cmd)
+        if not self._admit(cmd):
+            return None
+        try:
+            if session_requests.publish_now(self, cmd.id, req):
+                return None
+        except Disconnect:
+            raise
+        except Exception as exc:
+            self._command_failed(cmd, exc)
+            return None
+        # The namespace publishes deltas: the general path, without taking a token again.
+        return self._execute(cmd)
 
     def take_pong(self, frame: bytes) -> bool:
         """Handle ``frame`` here and now if it is a bare pong; True if it was one.
@@ -272,6 +334,12 @@ class Session:
                 self._on_pong()
                 return
             raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: command without id")
+        if self._admit(cmd):
+            await self._execute(cmd)
+
+    def _admit(self, cmd: Command) -> bool:
+        """The checks of a command with an id before it runs: the session's state, then the
+        command buckets. False when it was refused with a reply (too fast)."""
         if self.state is not State.CONNECTED:
             if cmd.connect is None or self._connect_failed:
                 raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: connect first")
@@ -287,24 +355,32 @@ class Session:
             self.node.metrics_reply_error(ErrorCode.TOO_MANY_REQUESTS)
             err = error(ErrorCode.TOO_MANY_REQUESTS)
             self._write(Reply(id=cmd.id, error=Error(err.code, err.message, err.temporary)))
-            return
+            return False
         self._rejected = 0
+        return True
+
+    async def _execute(self, cmd: Command) -> None:
+        """Run an admitted command and write its reply (or its error)."""
         try:
             reply = await self._dispatch(cmd)
         except (Disconnect, asyncio.CancelledError):
             raise
         except Exception as exc:
-            if not isinstance(exc, ProtocolError):
-                # A server bug must cost one command, not the connection or the process.
-                self.log.exception("command %d failed", cmd.id)
-                exc = error(ErrorCode.INTERNAL)
-            if cmd.connect is not None:
-                self._connect_failed = True
-            self.node.metrics_reply_error(exc.code)
-            self._write(Reply(id=cmd.id, error=Error(exc.code, exc.message, exc.temporary)))
+            self._command_failed(cmd, exc)
             return
         if reply is not None:
             self._write(reply)
+
+    def _command_failed(self, cmd: Command, exc: Exception) -> None:
+        """Answer a command that raised: its error, or 100 for a server bug (logged)."""
+        if not isinstance(exc, ProtocolError):
+            # A server bug must cost one command, not the connection or the process.
+            self.log.exception("command %d failed", cmd.id)
+            exc = error(ErrorCode.INTERNAL)
+        if cmd.connect is not None:
+            self._connect_failed = True
+        self.node.metrics_reply_error(exc.code)
+        self._write(Reply(id=cmd.id, error=Error(exc.code, exc.message, exc.temporary)))
 
     async def _dispatch(self, cmd: Command) -> Reply | None:
         # The first request field that is set decides, in the order of the protocol schema.

@@ -7,9 +7,15 @@ Each checks the session's permission in the namespace (the error codes of
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
-from hubbub.engines.base import HistoryFilter, StreamPosition
+from hubbub.engines.base import (
+    HistoryFilter,
+    PublishOptions,
+    PublishResult,
+    StreamPosition,
+)
 from hubbub.hook_types import PublishContext, PublishDecision
 from hubbub.payload import to_payload
 from hubbub.protocol.codes import (
@@ -27,6 +33,7 @@ from hubbub.protocol.messages import (
     HistoryResult,
     PresenceResult,
     PresenceStatsResult,
+    Publication,
     PublishRequest,
     Reply,
     RPCRequest,
@@ -88,6 +95,50 @@ async def publish(session: Session, cmd_id: int, req: PublishRequest) -> Reply:
 
 _AS_SENT = PublishDecision()
 """A publication the namespace's permissions allowed: the client's data, as sent."""
+
+_PublishNow = Callable[[str, Publication, PublishOptions], PublishResult]
+
+
+def can_publish_now(session: Session) -> bool:
+    """Whether :func:`publish_now` may take this session's publish commands: no
+    ``on_publish`` hook and no publish proxy (they await), and a broker that publishes
+    without awaiting (:class:`~hubbub.engines.base.ImmediatePublisher`)."""
+    node = session.node
+    return not node.publish_handlers and hasattr(node.broker, "publish_now")
+
+
+def publish_now(session: Session, cmd_id: int, req: PublishRequest) -> bool:
+    """The ``publish`` command with nothing awaited, its reply written: what :func:`publish`
+    does when :func:`can_publish_now` holds, in one synchronous call, the reply encoded from
+    a template. False, with nothing done, when the namespace publishes deltas
+    (``delta_publish``): that publication takes the general path.
+
+    Raises:
+        ProtocolError: as :func:`publish` (permissions, empty channel or data).
+    """
+    _check_channel(req.channel)
+    node = session.node
+    sub = session.subscriptions.get(req.channel)
+    opts = node.rules.check_publish(
+        req.channel, session.user, subscribed=sub is not None, insecure=session._insecure
+    )
+    if opts.delta_publish:
+        return False
+    data = req.data
+    if not data:
+        raise error(ErrorCode.BAD_REQUEST, "bad request: empty data")
+    if session.codec.binary and not opts.binary:
+        data = to_payload(bytes(data))  # as in publish: JSON text for JSON readers
+    pub = Publication(data, sub.info if sub is not None else session.info)
+    broker_publish = cast(_PublishNow, node.broker.publish_now)  # type: ignore[attr-defined]
+    broker_publish(req.channel, pub, node.publish_options(opts))
+    node.counters["publications"] += 1
+    codec = session.codec
+    if codec.binary:
+        session.transport.write(codec.encode_reply(Reply(id=cmd_id, publish=EmptyResult())))
+    else:
+        session.transport.write(b'{"id":%d,"publish":{}}' % cmd_id)
+    return True
 
 
 def _check_presence(session: Session, channel: str) -> None:

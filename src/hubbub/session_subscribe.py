@@ -367,9 +367,10 @@ async def activate(session: Session, sub: Subscription) -> None:
         # The engine reconnected while this subscription was set up: its position may
         # predate the outage, and the check after the reconnect skipped it.
         node.check_stream(sub.channel)
-    if not sub.recoverable and session.subscriptions.get(sub.channel) is sub:
-        # Nothing to check per publication: the transport may take them for the whole
-        # channel at once.
+    if live and not sub.delta:
+        # Nothing to check per publication (no position, or the one the channel's other
+        # positioned subscribers share): the transport may take them for the whole channel
+        # at once.
         node.group_subscriber(sub.channel, session.client_id, session.codec, session.transport)
     if sub.options.join_leave:
         await node.publish_join(sub.channel, sub.info)

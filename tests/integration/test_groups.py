@@ -193,7 +193,7 @@ async def test_leaving_between_flushes_gets_what_came_before_its_reply(
         await staying.close()
 
 
-async def test_positioned_subscribers_and_asgi_connections_stay_one_by_one(
+async def test_positioned_subscribers_share_a_position_and_asgi_connections_stay_one_by_one(
     start_server: Any,
 ) -> None:
     for transport in ("native", "asgi"):
@@ -207,6 +207,10 @@ async def test_positioned_subscribers_and_asgi_connections_stay_one_by_one(
             await node.publish("small:x", {"n": 1})
             assert (await asyncio.wait_for(anext(live), WAIT)).data == {"n": 1}  # type: ignore[union-attr]
             assert (await asyncio.wait_for(anext(tracked), WAIT)).offset == 1  # type: ignore[union-attr]
-            assert "small:x" in node.index.direct and "small:x" not in node.index.groups
+            # Positioned native subscribers are in the channel's groups with a shared position
+            # (tests/integration/test_positioned_groups.py), never in its plain groups.
+            assert "small:x" not in node.index.groups
+            assert ("small:x" in node.index.positioned) == (transport == "native")
+            assert ("small:x" in node.index.direct) == (transport == "asgi")
             grouped = "live:x" in node.index.groups
             assert grouped == (transport == "native")

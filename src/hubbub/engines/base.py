@@ -198,6 +198,18 @@ class Broker(Protocol):
         ...
 
 
+class ImmediatePublisher(Protocol):
+    """A broker that can also publish without awaiting, because nothing in its publish waits
+    (the memory engine: the stream is a dictionary of this process). Sessions use it for
+    client publications, so a publish command costs no task and no await
+    (:func:`hubbub.session_requests.publish_now`); other brokers are awaited."""
+
+    def publish_now(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
+        """:meth:`Broker.publish`, done when it returns (the handler's ``handle_publication``
+        already ran)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class PresenceStats:
     """Counts of one channel's presence: connections and distinct users."""

@@ -116,6 +116,11 @@ class MemoryBroker:
             del self._streams[channel]
 
     async def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
+        return self.publish_now(channel, pub, opts)
+
+    def publish_now(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
+        """:meth:`publish` without awaiting: nothing in it waits (see
+        :class:`~hubbub.engines.base.ImmediatePublisher`)."""
         now = self._clock.monotonic()
         key = (channel, opts.idempotency_key)
         if opts.idempotency_key:

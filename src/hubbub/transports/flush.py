@@ -30,6 +30,8 @@ from hubbub.clock import running_loop
 _MAX_WAIT = 0.05  # the adaptive wait between flushes never exceeds 50 ms
 _MIN_COST = 0.005  # flushes shorter than this (a few thousand sockets) never delay the next
 _GATHER = 0.1  # after a long flush, the next waits this fraction of it to gather more
+_GATHER_MORE = 2.0  # ... and again while publications keep coming, up to this fraction
+_MAX_GATHER = 0.1  # ... and at most this long (saturated: see Flusher)
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -68,11 +70,19 @@ class Flusher:
     loop is free, or a little later when the last flush took long.
 
     Under light load a flush runs at the end of the loop iteration, so latency is one
-    iteration. A flush to many sockets takes milliseconds (10,000 sockets: about 20 ms, most
+    iteration. While a connection holds input already read for its next turn (a burst of
+    commands longer than one turn parses), the flush waits for it, up to ``_MAX_WAIT``.
+    A flush to many sockets takes milliseconds (10,000 sockets: about 20 ms, most
     of it the kernel's ``send``); after such a flush the next one waits a fraction of that
     (``_GATHER``, at most ``_MAX_WAIT``) from its first message, so publications that follow
     each other closely leave together: every connection gets them in one write instead of one
-    write each, and the kernel's per-call cost, most of the time at that size, is shared.
+    write each, and the kernel's per-call cost, most of the time at that size, is shared. When
+    the loop is saturated (a connection sent more than one turn parses since the last flush)
+    and more publications came meanwhile, mostly to groups that already had one (a stream over
+    many small rooms, where a connection gets one publication in hundreds), it waits that long
+    again, up to twice the flush's own cost (``_GATHER_MORE``, at most ``_MAX_GATHER``): one
+    write per member then carries several. One burst (a few publications, then nothing), or
+    publications spread over more groups than they fill, leave after one step.
 
     One per event loop (and write delay), taken when a connection is made, so marking a
     connection costs no loop lookup (``asyncio.get_running_loop`` is a ``getpid`` system call
@@ -83,7 +93,22 @@ class Flusher:
         delay: the least time between two flushes (``write_delay``); 0 = only the adaptive wait.
     """
 
-    __slots__ = ("_dirty", "_groups", "_last_cost", "_last_end", "_loop", "_scheduled", "delay")
+    __slots__ = (
+        "_dirty",
+        "_first",
+        "_gather_until",
+        "_groups",
+        "_last_cost",
+        "_last_end",
+        "_loop",
+        "_scheduled",
+        "_seen",
+        "_seen_groups",
+        "arrivals",
+        "delay",
+        "held",
+        "pressed",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         self._loop = loop
@@ -93,6 +118,17 @@ class Flusher:
         self._scheduled = False
         self._last_end = 0.0
         self._last_cost = 0.0
+        # Connections holding input already read for their next turn (see _run), and when
+        # the first message of the coming flush was queued.
+        self.held = 0
+        self.pressed = False  # some connection held input since the last flush
+        self._first = 0.0
+        # Publications queued into groups so far, the count at the last look, and until when
+        # the coming flush may wait for more while they keep coming.
+        self.arrivals = 0
+        self._seen = 0
+        self._seen_groups = 0
+        self._gather_until = 0.0
 
     def mark(self, conn: BatchedWrites) -> None:
         self._dirty.append(conn)
@@ -106,12 +142,16 @@ class Flusher:
 
     def _schedule(self) -> None:
         self._scheduled = True
-        now = self._loop.time()
+        now = self._first = self._loop.time()
         wait = self.delay - (now - self._last_end)
         # Only a flush that took long is worth gathering for: below _MIN_COST the next one
         # runs at the end of the iteration, as if there were no adaptive wait.
+        self._gather_until = 0.0
         if self._last_cost > _MIN_COST:
             wait = max(wait, min(self._last_cost * _GATHER, _MAX_WAIT))
+            self._gather_until = now + min(self._last_cost * _GATHER_MORE, _MAX_GATHER)
+            self._seen = self.arrivals
+            self._seen_groups = len(self._groups)
         if wait > 0:
             self._loop.call_later(wait, self._run)
         else:
@@ -120,9 +160,33 @@ class Flusher:
     def _run(self) -> None:
         loop = self._loop
         started = loop.time()
+        if self.held and started - self._first < _MAX_WAIT:
+            # A connection has read more than one turn parses (a publisher's burst): what the
+            # rest produces leaves with this flush, so each subscriber gets all of it in one
+            # write instead of one write per turn. Bounded: a flood never holds a flush
+            # longer than _MAX_WAIT. (What came until now is not "more" for the test below:
+            # it judges what comes after.)
+            self._seen = self.arrivals
+            self._seen_groups = len(self._groups)
+            loop.call_soon(self._run)
+            return
+        came = self.arrivals - self._seen
+        new_groups = len(self._groups) - self._seen_groups
+        if self.pressed and started < self._gather_until and came and new_groups * 2 <= came:
+            # Input comes faster than one turn parses (the loop is saturated), publications
+            # came while this flush waited to gather (a stream, not one burst), and most of
+            # them went to groups that already had one: waiting as long again makes each
+            # member's write carry more of them. (Below saturation nothing is held; and where
+            # most publications go to groups with none yet, waiting would only add latency.)
+            self._seen = self.arrivals
+            self._seen_groups = len(self._groups)
+            step = min(self._last_cost * _GATHER, self._gather_until - started)
+            loop.call_later(step, self._run)
+            return
         groups, self._groups = self._groups, []
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
+        self.pressed = False
         # Groups first: their members with nothing of their own get the shared bytes; the
         # others are in `dirty` and take the groups' frames behind their own messages.
         for group in groups:
@@ -158,6 +222,7 @@ class FrameGroup:
         return len(self.members)
 
     def send(self, data: bytes) -> None:
+        self._flusher.arrivals += 1
         if not self.frames:
             self._flusher.mark_group(self)
         self.frames.append(frame(self.opcode, data))

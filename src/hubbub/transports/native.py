@@ -163,8 +163,7 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
         for timer in (self._close_timer, self._ping_timer):
             if timer is not None:
                 timer.cancel()
-        if self._reader is not None:
-            self._reader.cancel()
+        self._stop_reader()
         self._release_ws()
         ticket, self._ticket = self._ticket, None
         if ticket is not None:

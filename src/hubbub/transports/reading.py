@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, State
@@ -66,6 +67,7 @@ class FrameReading(BatchedWrites):
         "_paused",
         "_pong_seen",
         "_reader",
+        "_waiting",
         "_ws",
     )
 
@@ -87,6 +89,8 @@ class FrameReading(BatchedWrites):
     _binary: bool
     _inbox: list[bytes]
     _reader: asyncio.Task[None] | None
+    # What the reader task finishes first: the rest of a message that had to wait.
+    _waiting: Coroutine[Any, Any, None] | None
     _paused: bool
     _pong_seen: bool
 
@@ -104,6 +108,7 @@ class FrameReading(BatchedWrites):
         # A list, not a deque: an empty deque is a 64-slot block (~600 B) per connection.
         self._inbox = []
         self._reader = None
+        self._waiting = None
         self._paused = False
         self._pong_seen = True
 
@@ -141,9 +146,13 @@ class FrameReading(BatchedWrites):
             return
         self._backlog = rest
         transport.pause_reading()
+        flusher = self._flusher
+        flusher.held += 1  # the flush waits for what the rest produces
+        flusher.pressed = True
         running_loop().call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
+        self._flusher.held -= 1
         rest, self._backlog = self._backlog, b""
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -287,11 +296,23 @@ class FrameReading(BatchedWrites):
         session = self._session
         if self._closing or session is None:
             return
-        if self._reader is None and session.take_pong(data):
-            return  # the usual message of an idle connection, answered without a task
-        self._inbox.append(data)
         if self._reader is None:
-            self._reader = running_loop().create_task(self._read())
+            if session.take_pong(data):
+                return  # the usual message of an idle connection, answered without a task
+            # With nothing queued before it, the message is handled here and now as far as
+            # nothing in it waits (a publication on the memory engine: no task, no await);
+            # only what has to wait gets a task, and what arrives meanwhile waits behind it.
+            try:
+                rest = session.receive(data)
+            except Exception:
+                session.log.exception("connection failed")
+                session.close(disconnect(DisconnectCode.INTERNAL))
+                return
+            if rest is not None:
+                self._waiting = rest
+                self._reader = running_loop().create_task(self._read())
+            return
+        self._inbox.append(data)
         if len(self._inbox) > _INBOX_HIGH and not self._paused and self._transport is not None:
             # A client sending faster than its commands are handled waits in its own TCP
             # buffer, not in our memory.
@@ -299,10 +320,14 @@ class FrameReading(BatchedWrites):
             self._transport.pause_reading()
 
     async def _read(self) -> None:
-        """Hand received messages to the session in order. A task exists only while there is
-        something to handle, so idle connections cost no task."""
+        """Finish the message being handled (what waits of it), then hand the messages
+        received meanwhile to the session in order. A task exists only while there is
+        something to wait on, so idle connections cost no task."""
         session = self._session
+        first, self._waiting = self._waiting, None
         try:
+            if first is not None:
+                await first
             while self._inbox and session is not None and not self._closing:
                 await session.handle_frame(self._inbox.pop(0))
                 if self._paused and len(self._inbox) < _INBOX_HIGH // 2:
@@ -318,6 +343,15 @@ class FrameReading(BatchedWrites):
             self._reader = None
             if self._closing:
                 self._inbox.clear()
+
+    def _stop_reader(self) -> None:
+        """The connection is gone: stop handling what it sent (a task not started yet drops
+        the message it was to finish)."""
+        if self._reader is not None:
+            self._reader.cancel()
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.close()
 
     def _fail(self, code: int, reason: str) -> None:
         """Close for a violation of the WebSocket protocol itself (not of the client protocol)."""
