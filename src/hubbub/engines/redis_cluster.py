@@ -168,6 +168,16 @@ async def settle(*calls: Any) -> list[Any]:
     return results
 
 
+def check_prefix(prefix: str) -> None:
+    """Refuse a key prefix with braces: they would change the keys' hash tags (slots).
+
+    Raises:
+        ValueError: the prefix holds ``{`` or ``}``.
+    """
+    if "{" in prefix or "}" in prefix:
+        raise ValueError("a Redis Cluster prefix may not hold braces (hash tags)")
+
+
 class RedisClusterPresenceManager(RedisPresenceManager):
     """A :class:`~hubbub.engines.base.PresenceManager` over a Redis Cluster.
 
@@ -183,8 +193,7 @@ class RedisClusterPresenceManager(RedisPresenceManager):
         pool_size: int = POOL_SIZE,
         pool_timeout: float = POOL_TIMEOUT,
     ) -> None:
-        if "{" in prefix or "}" in prefix:
-            raise ValueError("a Redis Cluster prefix may not hold braces (hash tags)")
+        check_prefix(prefix)
         super().__init__(connector, prefix=prefix, pool_size=pool_size, pool_timeout=pool_timeout)
 
     def _keys(self, channel: str) -> list[str]:

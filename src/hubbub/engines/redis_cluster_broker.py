@@ -23,7 +23,12 @@ from hubbub.engines.redis_broker import RedisBroker
 
 # Raises MissingExtra, naming the redis extra, when the redis package is absent.
 from hubbub.engines.redis_client import POOL_SIZE, POOL_TIMEOUT, guard, log
-from hubbub.engines.redis_cluster import ClusterConnector, check_version, cluster_key
+from hubbub.engines.redis_cluster import (
+    ClusterConnector,
+    check_prefix,
+    check_version,
+    cluster_key,
+)
 from hubbub.engines.redis_codec import pack_info
 from hubbub.engines.redis_scripts import HISTORY, PUBLISH, RENEW_EPOCH
 from hubbub.protocol.messages import ClientInfo, Publication
@@ -79,8 +84,7 @@ class RedisClusterBroker(RedisBroker):
         pool_size: int = POOL_SIZE,
         pool_timeout: float = POOL_TIMEOUT,
     ) -> None:
-        if "{" in prefix or "}" in prefix:
-            raise ValueError("a Redis Cluster prefix may not hold braces (hash tags)")
+        check_prefix(prefix)
         super().__init__(connector, prefix=prefix, pool_size=pool_size, pool_timeout=pool_timeout)
         self._connector = connector
         self._links: dict[str, _Link] = {}
