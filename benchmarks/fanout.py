@@ -279,10 +279,15 @@ def start_redis_cluster(cpu: int | None) -> Any:
     from tests.redis_cluster import RedisCluster
 
     cluster = RedisCluster(Path(tempfile.mkdtemp()))
-    cluster.start()
-    if cpu is not None:
-        for proc in cluster.procs.values():
-            os.sched_setaffinity(proc.pid, {cpu})
+    try:
+        cluster.start()
+        if cpu is not None:
+            for proc in cluster.procs.values():
+                os.sched_setaffinity(proc.pid, {cpu})
+    except BaseException:
+        # A cluster that did not come up must not leave its half-started servers behind.
+        cluster.stop()
+        raise
     return cluster
 
 
@@ -300,27 +305,40 @@ def run_scenario(
     client_cpus = cpus[1:] or [None]
     redis: subprocess.Popen[bytes] | None = None
     redis_url = ""
-    cluster = start_redis_cluster(server_cpu) if redis_cluster else None
-    if nodes > 1 and cluster is None:
-        redis, redis_url = start_redis(server_cpu)
-    ports = [free_port() for _ in range(nodes)]
-    addresses = cluster.addresses if cluster is not None else None
-    servers = [start_server(port, server_cpu, redis_url, addresses) for port in ports]
-    urls = [f"ws://127.0.0.1:{port}/connection/websocket" for port in ports]
+    cluster = None
+    servers: list[subprocess.Popen[bytes]] = []
     ctx = mp.get_context("spawn")
     ready, stop, results = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
-    per = [subscribers // procs + (1 if i < subscribers % procs else 0) for i in range(procs)]
-    workers = [
-        ctx.Process(
-            target=subscriber_process,
-            args=(urls[i % nodes], fmt, n, client_cpus[i % len(client_cpus)], ready, stop, results),
-        )
-        for i, n in enumerate(per)
-        if n
-    ]
-    watched = [s.pid for s in servers] + ([redis.pid] if redis is not None else [])
-    watched += [p.pid for p in cluster.procs.values()] if cluster is not None else []
+    workers: list[Any] = []
+    # Everything started from here on is stopped in the `finally`, even when a later start fails.
     try:
+        cluster = start_redis_cluster(server_cpu) if redis_cluster else None
+        if nodes > 1 and cluster is None:
+            redis, redis_url = start_redis(server_cpu)
+        ports = [free_port() for _ in range(nodes)]
+        addresses = cluster.addresses if cluster is not None else None
+        for port in ports:
+            servers.append(start_server(port, server_cpu, redis_url, addresses))
+        urls = [f"ws://127.0.0.1:{port}/connection/websocket" for port in ports]
+        per = [subscribers // procs + (1 if i < subscribers % procs else 0) for i in range(procs)]
+        workers = [
+            ctx.Process(
+                target=subscriber_process,
+                args=(
+                    urls[i % nodes],
+                    fmt,
+                    n,
+                    client_cpus[i % len(client_cpus)],
+                    ready,
+                    stop,
+                    results,
+                ),
+            )
+            for i, n in enumerate(per)
+            if n
+        ]
+        watched = [s.pid for s in servers] + ([redis.pid] if redis is not None else [])
+        watched += [p.pid for p in cluster.procs.values()] if cluster is not None else []
         for w in workers:
             w.start()
         for _ in range(subscribers):
