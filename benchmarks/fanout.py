@@ -364,6 +364,8 @@ def run_scenario(
     finally:
         stop.set()
         for w in workers:
+            if w.pid is None:  # never started: a start before it failed
+                continue
             w.join(10)
             if w.is_alive():
                 w.kill()
