@@ -303,11 +303,7 @@ _MARKER_OF_FIXTURE = {
 """A test that uses the fixture needs what the marker names."""
 
 _MARKER_OF_PARAM = {
-    ("engine", "redis"): "redis",  # tests/engines: fixtures asked for by parameter
-    ("engine", "redis-sharded"): "redis",
-    ("engine", "redis-cluster"): "redis",
-    ("engine", "redis-sentinel"): "redis",
-    ("backend", "postgresql"): "postgres",  # tests/store
+    ("backend", "postgresql"): "postgres",  # tests/store (the engines' parameters carry marks)
 }
 """A test run with the parameter needs what the marker names (its fixture is asked for by
 ``request.getfixturevalue``, which collection cannot see)."""
