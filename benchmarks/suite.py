@@ -20,8 +20,10 @@ Scenarios (``--quick`` runs a subset):
   behind without bound);
 - connections: ``--connections`` (20,000, or what the descriptor limit allows) authenticated
   connections with one subscription each, opened ``--setup-concurrency`` at a time: set-up
-  rate, set-up time p50/p99, RSS per idle connection, then held for ``--hold`` seconds with
-  heartbeats (hubbub pings every 10 s here) to count the connections that survive them;
+  rate, set-up time p50/p99, the server's CPU time per set-up (handshake, ``connect`` with a
+  JWT, ``subscribe``) and so the set-ups per second its one core could do, RSS per idle
+  connection, then held for ``--hold`` seconds with heartbeats (hubbub pings every 10 s here)
+  to count the connections that survive them;
 - py-spy profiles of hubbub native (with --native) during the set-up of the subscribers and the
   maximum-rate run that follows: one channel with 10,000 subscribers, and the many channels.
 
@@ -286,9 +288,19 @@ class Run:
             self.subs_per_channel[channel] += 1
             per_worker[i % len(self.workers)].append(self.spec(i, "sub", [channel], i % step == 0))
         concurrency = max(1, args.setup_concurrency // len(self.workers))
+        # The server's CPU time over the set-up gives what one core could do, whatever set
+        # the wall rate (the clients' core, or the clients' concurrency).
+        server_pids = self.server.pids
+        client_pids = [w.proc.pid for w in self.workers]
+        cpu0 = sum(cpu_seconds(p) for p in server_pids)
+        client0 = sum(cpu_seconds(p) for p in client_pids)
+        t0 = time.monotonic()
         for w, specs in zip(self.workers, per_worker, strict=True):
             w.send("connect", (specs, concurrency))
         answers = [w.recv(600) for w in self.workers]
+        t1 = time.monotonic()
+        setup_cpu = sum(cpu_seconds(p) for p in server_pids) - cpu0
+        client_cpu = sum(cpu_seconds(p) for p in client_pids) - client0
         opened = sum(a["opened"] for a in answers)
         timings = [t / 1e6 for a in answers for t in a["timings"]]
         wall = (max(a["ended"] for a in answers) - min(a["began"] for a in answers)) / 1e9
@@ -306,6 +318,12 @@ class Run:
             "p99_ms": percentile(timings, 0.99),
             "max_ms": max(timings, default=float("nan")),
             "concurrency": concurrency * len(self.workers),
+            "client_processes": len(self.workers),
+            "server_cpu_s": setup_cpu,
+            "cpu_us_per_setup": setup_cpu / max(opened, 1) * 1e6,
+            "setups_per_core_s": opened / setup_cpu if setup_cpu > 0 else float("nan"),
+            "server_core_percent": setup_cpu / max(t1 - t0, 1e-9) * 100,
+            "client_core_percent": client_cpu / max(t1 - t0, 1e-9) * 100,
             "rss_before_mib": rss_before / 2**20,
             "rss_after_mib": rss_after / 2**20,
             "rss_per_connection_kib": (rss_after - rss_before) / max(opened, 1) / 1024,

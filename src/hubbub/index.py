@@ -70,7 +70,8 @@ class LocalIndex:
 
     Attributes:
         sessions: every local connection that completed ``connect``, by client id.
-        users: the same connections by user, then client id.
+        users: the same connections by user: the session itself for a user's only one here
+            (a dict of one entry costs 200 bytes per connection), else by client id.
         streams: of those, the HTTP streams' sessions by their stream session id (what
             ``/emulation`` requests name).
         channels: every local subscriber of a channel, by client id.
@@ -93,7 +94,7 @@ class LocalIndex:
         self.broker = broker
         self.counters = counters
         self.sessions: dict[str, Session] = {}
-        self.users: dict[str, dict[str, Session]] = {}
+        self.users: dict[str, Session | dict[str, Session]] = {}
         self.streams: dict[str, Session] = {}
         self.channels: dict[str, dict[str, Subscriber]] = {}
         self.direct: dict[str, dict[str, Subscriber]] = {}
@@ -110,7 +111,13 @@ class LocalIndex:
     def register(self, session: Session) -> None:
         """Index a connection that completed ``connect``."""
         self.sessions[session.client_id] = session
-        self.users.setdefault(session.user, {})[session.client_id] = session
+        other = self.users.get(session.user)
+        if other is None or other is session:
+            self.users[session.user] = session
+        elif isinstance(other, dict):
+            other[session.client_id] = session
+        else:
+            self.users[session.user] = {other.client_id: other, session.client_id: session}
         if session.stream_session:
             self.streams[session.stream_session] = session
 
@@ -120,9 +127,14 @@ class LocalIndex:
         if session.stream_session:
             self.streams.pop(session.stream_session, None)
         conns = self.users.get(session.user)
-        if conns is not None:
+        if conns is session:
+            del self.users[session.user]
+            self._user_buckets.pop(session.user, None)
+        elif isinstance(conns, dict):
             conns.pop(session.client_id, None)
-            if not conns:
+            if len(conns) == 1:
+                self.users[session.user] = next(iter(conns.values()))
+            elif not conns:
                 del self.users[session.user]
                 self._user_buckets.pop(session.user, None)
 
@@ -138,14 +150,20 @@ class LocalIndex:
 
     def user_connections(self, user: str) -> int:
         """How many connections ``user`` has on this node."""
-        return len(self.users.get(user, ()))
+        conns = self.users.get(user)
+        if conns is None:
+            return 0
+        return len(conns) if isinstance(conns, dict) else 1
 
     def targets(self, user: str, client: str = "") -> list[Session]:
         """``user``'s local connections, or only ``client`` when given (if it is ``user``'s)."""
         if client:
             session = self.sessions.get(client)
             return [session] if session is not None and session.user == user else []
-        return list(self.users.get(user, {}).values())
+        conns = self.users.get(user)
+        if conns is None:
+            return []
+        return list(conns.values()) if isinstance(conns, dict) else [conns]
 
     # -----------------------------------------------------------------------------------------
     # Channels

@@ -113,7 +113,6 @@ class Session:
         "expire_at",
         "handshake",
         "info",
-        "log",
         "meta",
         "name",
         "node",
@@ -145,8 +144,6 @@ class Session:
         self.transport = transport
         self.codec = codec
         self.client_id = str(uuid.uuid4())
-        # Every line about this connection carries its id (a field in JSON logs).
-        self.log = logging.LoggerAdapter(log, {"conn": self.client_id})
         self.remote = remote
         self.user = ""
         self.state = State.CONNECTING
@@ -172,10 +169,21 @@ class Session:
         self._settings = node.settings.client
         self._insecure = node.settings.development
         limits = node.settings.limits
-        self._bucket = TokenBucket(limits.command_rate, limits.command_burst, node.clock)
+        # None without a per-connection command rate: nothing to hold for every connection.
+        self._bucket = (
+            TokenBucket(limits.command_rate, limits.command_burst, node.clock)
+            if limits.command_rate > 0
+            else None
+        )
         self._rejected = 0
         # Why the next close happens, for its log line only (not sent to the client).
         self._close_detail = ""
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """The logger for lines about this connection: each carries its id (a field in JSON
+        logs). Made when a line is written, not kept: most connections never log."""
+        return logging.LoggerAdapter(log, {"conn": self.client_id})
 
     # -----------------------------------------------------------------------------------------
     # Lifecycle
@@ -346,7 +354,10 @@ class Session:
         elif cmd.connect is not None:
             raise disconnect(DisconnectCode.BAD_REQUEST, "bad request: already connected")
         user_bucket = self.node.user_bucket(self.user)
-        if not self._bucket.take() or (user_bucket is not None and not user_bucket.take()):
+        bucket = self._bucket
+        if (bucket is not None and not bucket.take()) or (
+            user_bucket is not None and not user_bucket.take()
+        ):
             # Too fast (this connection, or the user over all connections and nodes): a
             # temporary error the client retries later; persistent abuse closes.
             self._rejected += 1
@@ -517,14 +528,15 @@ class Session:
         if self.state is State.CONNECTING:
             self.close(disconnect(DisconnectCode.STALE))
 
-    def _ping(self) -> bool:
+    def send_ping(self) -> bool:
         """The heartbeat's ping: False once the connection can no longer take one."""
         if self.state is not State.CONNECTED or self.transport.closing:
             return False
         self.transport.write(self.codec.ping)
         return True
 
-    def _no_pong(self) -> None:
+    def pong_missed(self) -> None:
+        """The heartbeat's verdict: no pong in time (3012)."""
         self.close(disconnect(DisconnectCode.NO_PONG))
 
     def _on_pong(self) -> None:

@@ -8,6 +8,7 @@ underscored state); they talk to the session's node only.
 from __future__ import annotations
 
 import enum
+import logging
 import weakref
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -39,6 +40,9 @@ from hubbub.subscription import Subscription
 if TYPE_CHECKING:
     from hubbub.node import Node
     from hubbub.session import Session
+
+
+_log = logging.getLogger("hubbub.session")
 
 
 class State(enum.Enum):
@@ -181,8 +185,7 @@ async def connect(session: Session, cmd_id: int, req: ConnectRequest) -> Reply |
             node.clock,
             interval=settings.ping_interval,
             pong_timeout=pong_timeout,
-            ping=session._ping,
-            no_pong=session._no_pong,
+            peer=session,
         )
         session._heartbeat.start()
     # Connected for good: only now is the connection no longer stale. A failed connect
@@ -196,7 +199,8 @@ async def connect(session: Session, cmd_id: int, req: ConnectRequest) -> Reply |
     # Only the headers the proxies forward (or the application asked for) stay with the
     # connection: every idle connection would otherwise hold its whole opening request.
     session.handshake = session.handshake.keep(node.kept_headers, node.kept_emulated)
-    session.log.debug("connected as user %r", session.user)
+    if _log.isEnabledFor(logging.DEBUG):
+        session.log.debug("connected as user %r", session.user)
     for handler in node.connect_handlers:
         node.spawn(handler(session))
     return None

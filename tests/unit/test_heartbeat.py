@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from hubbub.heartbeat import Heartbeat
+from collections.abc import Callable
+
+from hubbub.clock import Timer
+from hubbub.heartbeat import RESOLUTION, Heartbeat, wheel_for
 from hubbub.testing import FakeClock
 
 
@@ -14,21 +17,19 @@ class Peer:
         self.closed = False
         self.writable = True
 
-    def ping(self) -> bool:
+    def send_ping(self) -> bool:
         if not self.writable:
             return False
         self.pings += 1
         return True
 
-    def no_pong(self) -> None:
+    def pong_missed(self) -> None:
         self.closed = True
 
 
 def started(interval: float = 25, pong_timeout: float = 8) -> tuple[FakeClock, Peer, Heartbeat]:
     clock, peer = FakeClock(), Peer()
-    heartbeat = Heartbeat(
-        clock, interval=interval, pong_timeout=pong_timeout, ping=peer.ping, no_pong=peer.no_pong
-    )
+    heartbeat = Heartbeat(clock, interval=interval, pong_timeout=pong_timeout, peer=peer)
     heartbeat.start()
     return clock, peer, heartbeat
 
@@ -149,3 +150,77 @@ def test_stop_cancels_every_timer() -> None:
     clock.advance(100)
     assert peer.pings == 1 and not peer.closed
     assert clock.pending == 0
+
+
+def test_heartbeats_of_one_clock_share_a_timer_per_slot() -> None:
+    clock = FakeClock()
+    peers = [Peer() for _ in range(200)]
+    beats = [Heartbeat(clock, interval=1.0, pong_timeout=0, peer=p) for p in peers]
+    for beat in beats:
+        beat.start()
+    # 200 first pings spread over half a second: at most one timer per 0.1 s slot.
+    assert clock.pending <= 0.5 / RESOLUTION + 1
+    clock.advance(1.0 + RESOLUTION)
+    assert all(p.pings == 1 for p in peers)
+    clock.advance(1.0)
+    assert all(p.pings == 2 for p in peers)
+    for beat in beats:
+        beat.stop()
+    assert clock.pending == 0
+
+
+class Stopper(Peer):
+    """A peer whose ping stops another heartbeat (as a close in one callback may)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.other: Heartbeat | None = None
+
+    def send_ping(self) -> bool:
+        if self.other is not None:
+            self.other.stop()
+        return super().send_ping()
+
+
+def test_a_heartbeat_stopped_by_an_earlier_ping_of_its_slot_sends_nothing() -> None:
+    clock = FakeClock()
+    second, stopper = Peer(), Stopper()
+    later = Heartbeat(clock, interval=1.0, pong_timeout=0, peer=second)
+    first = Heartbeat(clock, interval=1.0, pong_timeout=0, peer=stopper)
+    stopper.other = later
+    # Both in one slot, the first one first.
+    first._ping_slot = wheel_for(clock).add(clock, 0.5, first)
+    later._ping_slot = wheel_for(clock).add(clock, 0.5, later)
+    clock.advance(0.6)
+    assert stopper.pings == 1
+    assert second.pings == 0
+    first.stop()
+    assert clock.pending == 0
+
+
+class SlottedClock:
+    """A clock that cannot be weakly referenced: its heartbeats get wheels of their own."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self) -> None:
+        self.inner = FakeClock()
+
+    def time(self) -> float:
+        return self.inner.time()
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self.inner.call_later(delay, callback)
+
+
+def test_a_clock_without_weak_references_still_pings() -> None:
+    clock, peer = SlottedClock(), Peer()
+    heartbeat = Heartbeat(clock, interval=1.0, pong_timeout=0, peer=peer)
+    heartbeat.start()
+    clock.inner.advance(1.0 + RESOLUTION)
+    assert peer.pings == 1
+    heartbeat.stop()
+    assert clock.inner.pending == 0

@@ -83,7 +83,8 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
     ) -> None:
         self._config = config
         self._server_state = server_state
-        self._app_state = app_state or {}
+        # uvicorn's own (shared) state, handed on as it is to another route's protocol.
+        self._app_state = app_state if app_state is not None else {}
         node = node_of(config.loaded_app)
         if node is None:
             raise RuntimeError("the native transport needs an app made by hubbub.create_app")
@@ -225,9 +226,9 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
         except HandshakeError as exc:
             self._refuse(exc, "handshake.invalid")
             return
-        peer = transport.get_extra_info("peername") or ("", 0)
         knock = Knock(
-            peer=str(peer[0]),
+            # The peer's host, from what connection_made read (one system call, not two).
+            peer=self._remote.rpartition(":")[0],
             forwarded_for=request.header("x-forwarded-for"),
             origin=request.header("origin"),
             host=request.header("host"),

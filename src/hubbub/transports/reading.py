@@ -44,6 +44,12 @@ close frame, short enough that a flooder which does not read holds nothing for l
 
 _INBOX_HIGH = 64  # received messages waiting for the session before reading pauses
 
+# What an idle connection holds instead of lists of its own (a list is 56 bytes): shared, so
+# never appended to. A fragmented message starts a list of its own, and so does the first
+# message that has to wait for the session.
+_NO_FRAGMENTS: list[bytes] = []
+_NO_INBOX: list[bytes] = []
+
 # One loop turn parses at most about this many frames of one connection; the rest of what was
 # read waits for the next turn, so a flood of tiny frames (a few microseconds each to parse)
 # cannot hold the event loop: a 256 KiB read of empty frames is 40,000 of them.
@@ -102,11 +108,11 @@ class FrameReading(BatchedWrites):
         self._frame_tokens = 0.0
         self._byte_tokens = 0.0
         self._budget_at = 0.0
-        self._fragments = []
+        self._fragments = _NO_FRAGMENTS
         self._fragment_opcode = Opcode.TEXT
         self._binary = False
         # A list, not a deque: an empty deque is a 64-slot block (~600 B) per connection.
-        self._inbox = []
+        self._inbox = _NO_INBOX
         self._reader = None
         self._waiting = None
         self._paused = False
@@ -252,16 +258,18 @@ class FrameReading(BatchedWrites):
         elif opcode is Opcode.PONG:
             self._pong_seen = True
         elif opcode is Opcode.CONT:
+            if self._fragments is _NO_FRAGMENTS:
+                return  # (websockets refuses a continuation without a start: not reached)
             if len(self._fragments) >= self.node.settings.client.max_fragments:
                 # Empty fragments pass the size limit: their number is capped like the size.
                 self.node.counters["limit.max_fragments"] += 1
-                self._fragments = []
+                self._fragments = _NO_FRAGMENTS
                 self._fail(1009, "message in too many fragments")
                 return
             self._fragments.append(bytes(event.data))
             if event.fin:
                 data = b"".join(self._fragments)
-                self._fragments = []
+                self._fragments = _NO_FRAGMENTS
                 self._complete(self._fragment_opcode, data)
 
     def _accepts(self, opcode: Opcode) -> bool:
@@ -312,6 +320,8 @@ class FrameReading(BatchedWrites):
                 self._waiting = rest
                 self._reader = running_loop().create_task(self._read())
             return
+        if self._inbox is _NO_INBOX:
+            self._inbox = []
         self._inbox.append(data)
         if len(self._inbox) > _INBOX_HIGH and not self._paused and self._transport is not None:
             # A client sending faster than its commands are handled waits in its own TCP
@@ -341,8 +351,8 @@ class FrameReading(BatchedWrites):
                 session.close(disconnect(DisconnectCode.INTERNAL))
         finally:
             self._reader = None
-            if self._closing:
-                self._inbox.clear()
+            if self._closing or not self._inbox:
+                self._inbox = _NO_INBOX
 
     def _stop_reader(self) -> None:
         """The connection is gone: stop handling what it sent (a task not started yet drops
