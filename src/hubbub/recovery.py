@@ -8,6 +8,8 @@ stopped and made to recover (or learn that they cannot). A stream that went back
 loss instead of taking an old position for a valid one.
 
 The checker never imports the node: it asks what it needs of it through :class:`StreamHost`.
+It also keeps the node's coalesced stream reads of subscribers that recover or take a position
+(:mod:`hubbub.recovery_reads`), which sessions reach as ``node.gaps.reads``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hubbub.config import ChannelOptions
-from hubbub.engines.base import Broker, StreamPosition
+from hubbub.engines.base import Broker, HistoryFilter, HistoryResult, StreamPosition
 from hubbub.index import LocalIndex, Subscriber
 from hubbub.protocol.codes import ProtocolError
+from hubbub.recovery_reads import RecoveryReads
 from hubbub.subscription import Verdict, judge_top
 
 if TYPE_CHECKING:
@@ -43,6 +46,10 @@ class StreamHost(Protocol):
     def spawn_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]: ...
 
     async def stream_top(self, channel: str, opts: ChannelOptions) -> StreamPosition: ...
+
+    async def read_history(
+        self, channel: str, flt: HistoryFilter, opts: ChannelOptions
+    ) -> HistoryResult: ...
 
 
 class GapChecker:
@@ -65,6 +72,8 @@ class GapChecker:
         self._gap_check: asyncio.Task[None] | None = None
         self._renewing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._lost_logged: set[tuple[str, str, Verdict]] = set()
+        self.reads = RecoveryReads(node)
+        """The stream reads of subscribers that recover or take a position, coalesced."""
 
     def handle_reconnect(self, channels: list[str]) -> None:
         """The engine's event: it is back, subscribed to ``channels`` again."""

@@ -19,7 +19,7 @@ import msgspec
 from hubbub.auth import SubscriptionClaims, TokenExpired, TokenInvalid
 from hubbub.config import ChannelOptions
 from hubbub.delta import DeltaPush, negotiate, recovered
-from hubbub.engines.base import HistoryFilter, StreamPosition
+from hubbub.engines.base import StreamPosition
 from hubbub.hook_types import SubscribeContext, SubscribeOptions
 from hubbub.protocol.codes import (
     UNSUBSCRIBE_REASONS,
@@ -307,7 +307,7 @@ async def add_subscription(
                         node.seed_delta_base(channel, result.publications[-1], result.epoch)
                     result.publications = recovered(result.publications, session.codec.binary)
             else:
-                top = await node.stream_top(channel, opts)
+                top = await node.gaps.reads.top(channel, opts)
                 result.epoch, result.offset = top.epoch, top.offset
             sub.offset = result.offset
             sub.epoch = result.epoch
@@ -330,11 +330,8 @@ async def _recover(
     with the stream top when they cannot all be given (not recovered)."""
     node = session.node
     limit = session._settings.recovery_max_publication_limit
-    hist = await node.read_history(
-        sub.channel,
-        HistoryFilter(limit=limit, since=StreamPosition(req.offset, "")),
-        sub.options,
-    )
+    # Coalesced with the other subscribers recovering the channel meanwhile (a reconnect storm).
+    hist = await node.gaps.reads.since(sub.channel, sub.options, req.offset, limit)
     top = hist.position
     pubs = hist.publications
     recovered = recovery_complete(req.offset, req.epoch, top.offset, top.epoch, pubs)
