@@ -300,6 +300,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     websocket_path: str = "/connection/websocket"
     websocket_compression: bool = False
+    # A reconnect storm brings thousands of connections at once; SYNs beyond a full accept
+    # queue are dropped and retried by the clients only after 1, 3, 7 s.
+    listen_backlog: int = Field(default=4096, ge=1, le=65535)
     transport: Literal["native", "asgi"] = "native"
     write_delay: float = Field(default=0.002, ge=0, le=0.1)
     shutdown_drain_period: float = Field(default=5.0, ge=0, le=300)

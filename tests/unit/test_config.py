@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from hubbub.config import DEV_SECRET, ConfigError, Settings, load_settings
 
@@ -110,3 +111,12 @@ def test_the_sqlite_archive_lives_next_to_the_configuration(tmp_path: Path) -> N
     memory.write_text('[store]\nurl = "sqlite:///:memory:"\n')
     assert load_settings(memory).store.url == "sqlite:///:memory:"
     assert load_settings().store.url == "sqlite:///hubbub.db"  # no file: the working directory
+
+
+def test_the_listen_backlog_reaches_uvicorn() -> None:
+    from hubbub.transports.serving import uvicorn_options
+
+    assert uvicorn_options(Settings())["backlog"] == 4096
+    assert uvicorn_options(Settings(listen_backlog=16384))["backlog"] == 16384
+    with pytest.raises(ValidationError):
+        Settings(listen_backlog=0)

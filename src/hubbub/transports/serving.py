@@ -27,6 +27,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # hubbub decides whose X-Forwarded-For to believe (limits.trusted_proxies); uvicorn's
         # own rewrite would believe it from any local process and hide the real peer.
         "proxy_headers": False,
+        "backlog": settings.listen_backlog,
     }
     if settings.transport == "native" and not settings.websocket_compression:
         from hubbub.transports.native import NativeWebSocketProtocol
