@@ -46,6 +46,8 @@ test-deps:
 bench: $(STAMP)
 	bash benchmarks/setup.sh
 	$(BIN)/python benchmarks/suite.py
+	$(BIN)/python benchmarks/chat_load.py
+	$(BIN)/python benchmarks/storm.py
 
 ## bench-quick: a 2-minute subset of the suite (N = 100 and 1,000, 1,000 connections)
 bench-quick: $(STAMP)

@@ -4,7 +4,8 @@ The benchmarks live in ``benchmarks/`` beside the package (they start servers, R
 client processes); this command finds them from the current directory and passes the options
 through. ``hubbub bench [options]`` runs the suite (``benchmarks/suite.py``: hubbub next to
 Bun, python-socketio and the FastAPI tutorial manager); ``hubbub bench NAME [options]`` runs
-``benchmarks/NAME.py`` instead (``fanout``, ``soak``, ``churn``). The scripts draw a progress
+``benchmarks/NAME.py`` instead (``chat_load``, ``storm``, ``topologies``, ``fanout``, ``soak``,
+``churn``). The scripts draw a progress
 bar on stderr while their tables build on stdout.
 """
 
@@ -20,7 +21,7 @@ from hubbub.commands.common import CommandError, describe, plain
 
 DEFAULT = "suite"
 # The benchmarks a user runs by name (the other scripts of the folder are their parts).
-_NAMES = ("fanout", "soak", "churn")
+_NAMES = ("chat_load", "storm", "topologies", "fanout", "soak", "churn")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
