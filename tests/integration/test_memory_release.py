@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.protocol import Protocol
 
 from hubbub.auth import mint_connection_token
 from hubbub.session import Session
+from hubbub.transports.frames import FrameReader
 from hubbub.transports.http_guard import GuardedHTTPProtocol
 from hubbub.transports.native import NativeWebSocketProtocol
 from tests.conftest import SECRET, UNIT, RunningServer, suite_settings
@@ -165,9 +165,9 @@ async def test_closed_connections_are_freed_without_the_collector(start_server: 
     raise_descriptor_limit(2 * count + 200)
     running: RunningServer = await start_server(suite_settings(limits=_OPEN_LIMITS))
     node = running.node
-    # The connection, its session, websockets' parser state, and the HTTP protocol object
+    # The connection, its session, its frame reader, and the HTTP protocol object
     # that read the upgrade request.
-    kinds = (NativeWebSocketProtocol, Session, Protocol, GuardedHTTPProtocol)
+    kinds = (NativeWebSocketProtocol, Session, FrameReader, GuardedHTTPProtocol)
     with collector_off():
         before = {kind: _count(kind) for kind in kinds}
         clients = await open_clients(running.port, count, "held")
@@ -175,7 +175,7 @@ async def test_closed_connections_are_freed_without_the_collector(start_server: 
         # The first three live as long as the connection (the last one: until the upgrade).
         opened = {kind: _count(kind) - before[kind] for kind in kinds[:3]}
         assert all(n >= count for n in opened.values()), opened
-        # Closed cleanly, for bad framing (websockets keeps the error with its traceback),
+        # Closed cleanly, for bad framing (the reader keeps the error until it is handled),
         # or dropped (the end of stream is an error of the parser too).
         await close_clients(clients, mixed=True)
         del clients

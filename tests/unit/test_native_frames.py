@@ -102,6 +102,7 @@ class Socket:
         self.written = bytearray()
         self.reading = True
         self.closed = False
+        self.eof = False
 
     def write(self, data: bytes) -> None:
         self.written += data
@@ -119,7 +120,7 @@ class Socket:
         return True
 
     def write_eof(self) -> None:
-        pass
+        self.eof = True
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -211,3 +212,44 @@ async def test_a_message_in_too_many_fragments_is_closed_with_1009() -> None:
     (close,) = server_frames(bytes(socket.written))
     assert close.opcode is Opcode.CLOSE and Close.parse(close.data).code == 1009
     assert conn.node.counters["limit.max_fragments"] == 1
+
+
+async def test_a_client_close_is_echoed_then_the_socket_half_closed() -> None:
+    conn, socket = opened()
+    conn.data_received(client_frame(Opcode.CLOSE.value, b"\x03\xe8bye"))
+    (close,) = server_frames(bytes(socket.written))
+    assert close.opcode is Opcode.CLOSE and Close.parse(close.data) == Close(1000, "bye")
+    assert socket.eof and conn.closing and not socket.closed
+    conn.data_received(client_frame(Opcode.PING.value))
+    assert len(server_frames(bytes(socket.written))) == 1  # nothing after the close
+    conn.eof_received()  # the client closes its side: so do we
+    assert socket.closed
+
+
+async def test_a_server_close_waits_for_the_client_close() -> None:
+    conn, socket = opened()
+    conn.close(3001, "shutting down")
+    (close,) = server_frames(bytes(socket.written))
+    assert Close.parse(close.data) == Close(3001, "shutting down") and not socket.eof
+    conn.data_received(client_frame(Opcode.PING.value))  # no pong after our close
+    conn.data_received(client_frame(Opcode.CLOSE.value, b"\x0b\xb9"))
+    assert len(server_frames(bytes(socket.written))) == 1  # not answered twice
+    assert socket.eof
+
+
+async def test_a_protocol_error_fails_the_connection_with_its_code() -> None:
+    conn, socket = opened()
+    conn.data_received(client_frame(Opcode.PING.value, b"1") + client_frame(3))
+    pong, close = server_frames(bytes(socket.written))
+    assert pong.opcode is Opcode.PONG and pong.data == b"1"
+    assert Close.parse(close.data).code == 1002
+    assert socket.eof and conn.closing
+
+
+async def test_a_text_frame_on_a_protobuf_connection_is_closed_with_3506() -> None:
+    conn, socket = opened()
+    conn._binary = True  # as a protobuf handshake leaves it
+    conn.data_received(client_frame(Opcode.TEXT.value, b"{}"))
+    await asyncio.sleep(0)
+    close = server_frames(bytes(socket.written))[-1]
+    assert close.opcode is Opcode.CLOSE and Close.parse(close.data).code == 3506

@@ -15,28 +15,23 @@ One connection is one object, :class:`NativeWebSocketProtocol`, in three modules
 this one (the connection's life: the opening handshake, answered by
 :mod:`hubbub.transports.handshake` over the request head uvicorn already parsed and admitted by
 the node's :class:`~hubbub.transports.admission.Admission`; close; WebSocket-level pings; the
-asyncio callbacks), :mod:`hubbub.transports.reading` (frames in, through the sans-I/O protocol
-of ``websockets``) and :mod:`hubbub.transports.flush` (frames out).
+asyncio callbacks), :mod:`hubbub.transports.reading` (frames in, parsed by
+:mod:`hubbub.transports.frames`) and :mod:`hubbub.transports.flush` (frames out).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, cast
 
-from websockets.exceptions import InvalidState
-from websockets.frames import Opcode
-from websockets.protocol import Protocol, Side, State
-
 from hubbub.clock import running_loop
-from hubbub.logs import WEBSOCKETS_LOGGER
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.session import Session
 from hubbub.transports.admission import Admitted, Knock, Refusal, header_pairs
 from hubbub.transports.app_node import node_of
 from hubbub.transports.flush import flusher_for
+from hubbub.transports.frames import BINARY, PING, TEXT, FrameReader, close_frame, control_frame
 from hubbub.transports.handshake import (
     HandshakeError,
     check_upgrade,
@@ -47,11 +42,6 @@ from hubbub.transports.handshake import (
 from hubbub.transports.reading import CLOSE_TIMEOUT, FrameReading
 
 log = logging.getLogger("hubbub.transport")
-_ws_log = logging.getLogger(WEBSOCKETS_LOGGER)
-if _ws_log.level == logging.NOTSET:
-    # Quiet unless asked (hubbub.logs.configure at debug), also in an app that configures
-    # logging itself: otherwise every connection closed is a line at INFO.
-    _ws_log.setLevel(logging.WARNING)
 
 
 class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
@@ -108,14 +98,12 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
         self._closing = True
         self.flush()
         self._groups = ()  # nothing after the close frame
-        ws, transport = self._ws, self._transport
-        if ws is None or transport is None:
+        if self._frames is None or self._transport is None:
             return
-        # The peer may have closed first: the close handshake is then already under way.
-        with contextlib.suppress(InvalidState):
-            ws.send_close(code, reason)
-        self._send_out()
-        self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+        self._send_out([close_frame(code, reason)])
+        # The peer's close frame is awaited (reading goes on), for CLOSE_TIMEOUT at most.
+        if self._close_timer is None:
+            self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def _too_slow(self) -> None:
         if self._session is not None:
@@ -136,7 +124,7 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
         if self._other is not None:
             self._other.data_received(data)
             return
-        if self._ws is None:
+        if self._frames is None:
             self._handshake(data)
             return
         if self._backlog:
@@ -148,9 +136,16 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self._other is not None:
             return self._other.eof_received()
-        if self._ws is not None:
-            self._ws.receive_eof()
-            self._events()
+        if self._frames is not None:
+            # The peer is done sending: after a close handshake as it should, or in the
+            # middle of anything (a 1006 for the session). Either way the socket is closed.
+            self._frames.stop()
+            self._closing = True
+            self._groups = ()
+            self._pending.clear()
+            self._pending_size = 0
+            if self._transport is not None:
+                self._transport.close()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -165,7 +160,7 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._stop_reader()
-        self._release_ws()
+        self._frames = None
         ticket, self._ticket = self._ticket, None
         if ticket is not None:
             ticket.release()
@@ -174,21 +169,6 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
             return
         self._session = None
         self.node.spawn(session.closed())
-
-    def _release_ws(self) -> None:
-        """Drop websockets' protocol so reference counting frees it now.
-
-        It refers to itself through its parser (a generator whose frame holds ``self``) and,
-        after bad input, through the traceback of ``parser_exc``: a cycle only the cyclic
-        collector would free, which in ``hubbub serve`` (frozen start-up objects, high
-        thresholds) runs a full collection only after tens of thousands of others. Closing
-        the generator and dropping the exception break the cycle.
-        """
-        ws, self._ws = self._ws, None
-        if ws is None:
-            return
-        ws.parser.close()
-        ws.parser_exc = None
 
     def pause_writing(self) -> None:
         # Ours: the buffer size is checked at every flush instead.
@@ -243,20 +223,13 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
             return
         self._ticket = admitted
         transport.write(switching(accept, admitted.subprotocol))
-        # From here on only frames: websockets' protocol, already open, parses them (masking,
-        # fragments, control frames, limits) and makes the close handshake.
-        self._ws = Protocol(
-            Side.SERVER,
-            state=State.OPEN,
-            max_size=node.settings.client.max_message_size,
-            # Its per-connection lines ("connection closed") are routine: a logger of their
-            # own, which hubbub.logs shows at debug only.
-            logger=_ws_log,
-        )
+        # From here on only frames.
+        client = node.settings.client
+        self._frames = FrameReader(client.max_message_size, client.max_fragments)
         codec = admitted.codec
         frame_pings = admitted.frame_pings
         self._binary = codec.binary
-        self._opcode = Opcode.BINARY.value if codec.binary else Opcode.TEXT.value
+        self._opcode = BINARY if codec.binary else TEXT
         limits = node.settings.limits
         self._frame_tokens = float(limits.frame_burst)
         self._byte_tokens = float(limits.frame_byte_burst)
@@ -289,14 +262,13 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
     def _frame_ping(self) -> None:
         """WebSocket-level heartbeat for clients that asked for it: a ping per interval; no
         pong since the previous one closes the connection (3012)."""
-        if self._closing or self._ws is None or self._session is None:
+        if self._closing or self._frames is None or self._session is None:
             return
         if not self._pong_seen:
             self._session.close(disconnect(DisconnectCode.NO_PONG))
             return
         self._pong_seen = False
-        self._ws.send_ping(b"")
-        self._send_out()
+        self._send_out([control_frame(PING)])
         self._arm_frame_ping()
 
     def _serves(self, path: str) -> bool:

@@ -1,13 +1,13 @@
-"""The native transport's read side: frames in, through the sans-I/O protocol of
-``websockets``, to the session.
+"""The native transport's read side: frames in, through :mod:`hubbub.transports.frames`, to
+the session.
 
-``websockets`` parses (masking, fragmentation, size limits, control frames and the close
-handshake), which is strict and well tested. Around it, what a server with tens of thousands of
-connections needs: one loop turn parses at most about ``_TURN_FRAMES`` frames of a connection
-(the rest waits, with reading paused), every slice read is charged to the connection's frame
-budget (:mod:`hubbub.transports.budget`), fragments are capped in number, text must be UTF-8
-and of the connection's format, and complete messages reach the session in order through a
-task that exists only while there is something to handle.
+:class:`~hubbub.transports.frames.FrameReader` parses (masking, fragmentation, size limits,
+UTF-8, control frames); this side answers pings and makes the close handshake. Around it, what
+a server with tens of thousands of connections needs: one loop turn parses at most about
+``_TURN_FRAMES`` frames of a connection (the rest waits, with reading paused), every slice read
+is charged to the connection's frame budget (:mod:`hubbub.transports.budget`), text must be of
+the connection's format, and complete messages reach the session in order through a task that
+exists only while there is something to handle.
 
 :class:`FrameReading` is a mixin of :class:`~hubbub.transports.native.NativeWebSocketProtocol`.
 It builds on the write side (:class:`~hubbub.transports.flush.BatchedWrites`) because reading
@@ -21,13 +21,21 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from websockets.frames import Frame, Opcode
-from websockets.protocol import Protocol, State
+from websockets.frames import Opcode
 
 from hubbub.clock import running_loop
 from hubbub.protocol.codes import DisconnectCode, disconnect
 from hubbub.transports.budget import charge
 from hubbub.transports.flush import BatchedWrites
+from hubbub.transports.frames import (
+    CLOSE,
+    PING,
+    PONG,
+    Event,
+    FrameReader,
+    close_frame,
+    control_frame,
+)
 
 if TYPE_CHECKING:
     from hubbub.node import Node
@@ -44,11 +52,12 @@ close frame, short enough that a flooder which does not read holds nothing for l
 
 _INBOX_HIGH = 64  # received messages waiting for the session before reading pauses
 
-# What an idle connection holds instead of lists of its own (a list is 56 bytes): shared, so
-# never appended to. A fragmented message starts a list of its own, and so does the first
-# message that has to wait for the session.
-_NO_FRAGMENTS: list[bytes] = []
+# What an idle connection holds instead of a list of its own (a list is 56 bytes): shared, so
+# never appended to. The first message that has to wait for the session starts a list of its own.
 _NO_INBOX: list[bytes] = []
+
+# The opcodes of messages, as the hooks below take them.
+_MESSAGE_OPCODES = (Opcode.CONT, Opcode.TEXT, Opcode.BINARY)
 
 # One loop turn parses at most about this many frames of one connection; the rest of what was
 # read waits for the next turn, so a flood of tiny frames (a few microseconds each to parse)
@@ -66,15 +75,13 @@ class FrameReading(BatchedWrites):
         "_budget_at",
         "_byte_tokens",
         "_close_timer",
-        "_fragment_opcode",
-        "_fragments",
         "_frame_tokens",
+        "_frames",
         "_inbox",
         "_paused",
         "_pong_seen",
         "_reader",
         "_waiting",
-        "_ws",
     )
 
     # The connection class's own, used here.
@@ -82,7 +89,8 @@ class FrameReading(BatchedWrites):
     _session: Session | None
     _remote: str
 
-    _ws: Protocol | None
+    # The frame parser, from the end of the opening handshake until the connection is gone.
+    _frames: FrameReader | None
     _close_timer: asyncio.TimerHandle | None
     # What was read but not parsed yet: the rest of a turn that used its share of frames.
     _backlog: bytes
@@ -90,8 +98,6 @@ class FrameReading(BatchedWrites):
     _frame_tokens: float
     _byte_tokens: float
     _budget_at: float
-    _fragments: list[bytes]
-    _fragment_opcode: Opcode
     _binary: bool
     _inbox: list[bytes]
     _reader: asyncio.Task[None] | None
@@ -102,14 +108,12 @@ class FrameReading(BatchedWrites):
 
     def _init_reading(self) -> None:
         """Set up the read side: nothing read, no parser until the handshake is done."""
-        self._ws = None
+        self._frames = None
         self._close_timer = None
         self._backlog = b""
         self._frame_tokens = 0.0
         self._byte_tokens = 0.0
         self._budget_at = 0.0
-        self._fragments = _NO_FRAGMENTS
-        self._fragment_opcode = Opcode.TEXT
         self._binary = False
         # A list, not a deque: an empty deque is a 64-slot block (~600 B) per connection.
         self._inbox = _NO_INBOX
@@ -123,23 +127,24 @@ class FrameReading(BatchedWrites):
         the connection's budget. Once this turn handled ``_TURN_FRAMES`` frames, the rest
         waits for the next loop iteration with reading paused: other connections and timers
         run in between, however much this one sends."""
-        ws = self._ws
-        assert ws is not None
-        if ws.eof_sent:
-            # Failed (websockets discards whatever comes now): not even buffered.
+        reader = self._frames
+        assert reader is not None
+        if reader.done:
+            # Failed or closed by the peer: what comes now is not even buffered.
             return
         size = len(data)
         pos = frames = 0
         while pos < size:
             chunk = data if size <= _SLICE else data[pos : pos + _SLICE]
             pos += _SLICE
-            ws.receive_data(chunk)
-            handled = self._events()
+            events: list[Event] = []
+            handled = reader.feed(chunk, events)
+            self._events(reader, events)
             frames += handled
             if not self._spend(handled, len(chunk)):
                 return
             transport = self._transport
-            if transport is None or transport.is_closing() or ws.eof_sent:
+            if transport is None or transport.is_closing() or reader.done:
                 return  # closed or failed: the rest is not needed
             if pos < size and frames >= _TURN_FRAMES:
                 self._hold(data[pos:])
@@ -194,83 +199,66 @@ class FrameReading(BatchedWrites):
         if not self._closing:
             self.node.counters[f"limit.{limit}"] += 1
             self._fail(DisconnectCode.TOO_MANY_REQUESTS, f"too many frames (limits.{limit})")
-        elif self._ws is not None and not self._ws.eof_sent:
-            self._ws.fail(DisconnectCode.TOO_MANY_REQUESTS)  # already closing: stop parsing
-            self._send_out()
+        elif self._frames is not None and not self._frames.done:
+            # Already closing (our close frame is out): stop parsing, and say so with an EOF.
+            self._frames.stop()
+            self._write_eof()
         if self._close_timer is not None:
             self._close_timer.cancel()
         self._close_timer = running_loop().call_later(FLOOD_CLOSE_TIMEOUT, self._abort)
 
-    def _events(self) -> int:
-        """Handle the frames the parser has produced; how many there were."""
-        ws = self._ws
-        assert ws is not None
-        events = ws.events_received()
-        answers = False
-        for event in events:
+    def _events(self, reader: FrameReader, events: list[Event]) -> None:
+        """Handle what the reader produced: messages, pings, pongs, a close; then its error."""
+        answers: list[bytes] = []
+        for opcode, payload in events:
+            if opcode == CLOSE:
+                self._send_out(answers)
+                self._peer_closed(payload)
+                return
             if self._closing:
-                break  # nothing the peer sent after the close counts (pongs already left)
-            if isinstance(event, Frame):
-                control = event.opcode.value >= 8
-                if answers and not control:
-                    # The answers to control frames (pongs, close) leave before anything
-                    # the messages after them produce, in the order the peer sent them;
-                    # those of a run of control frames leave in one write.
-                    self._send_out()
-                answers = control
-                self._frame(event)
-        self._send_out()
-        exc = ws.parser_exc
-        if (
-            exc is not None
-            and not isinstance(exc, EOFError)  # the peer went away: a 1006, not bad input
-            and self._session is not None
-            and not self._closing
-        ):
-            # Invalid framing, bad UTF-8, an oversized message: websockets already queued the
-            # close frame (1002, 1007, 1009); one line per offending connection, no traceback.
-            code = ws.close_sent.code if ws.close_sent is not None else 1002
-            self._session.log.info("closing %s: %s (%s)", self._remote, code, exc)
-            self.node.metrics_bad_input(code)
-            self.node.metrics_disconnect(code)
-        if ws.state is not State.OPEN:
-            self._closing = True
-            # The close frame is out: nothing may follow it.
-            self._groups = ()
-            self._pending.clear()
-            self._pending_size = 0
-            if ws.state is State.CLOSED and self._transport is not None:
-                self._transport.close()
-            elif self._close_timer is None:
-                self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
-        return len(events)
-
-    def _frame(self, event: Frame) -> None:
-        opcode = event.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if not self._accepts(opcode):
-                return
-            if event.fin:
-                self._complete(opcode, bytes(event.data))
+                continue  # nothing the peer sent after our close counts, but its close
+            if opcode == PING:
+                answers.append(control_frame(PONG, payload))
+            elif opcode == PONG:
+                self._pong_seen = True
             else:
-                self._fragments = [bytes(event.data)]
-                self._fragment_opcode = opcode
-        elif opcode is Opcode.PONG:
-            self._pong_seen = True
-        elif opcode is Opcode.CONT:
-            if self._fragments is _NO_FRAGMENTS:
-                return  # (websockets refuses a continuation without a start: not reached)
-            if len(self._fragments) >= self.node.settings.client.max_fragments:
-                # Empty fragments pass the size limit: their number is capped like the size.
+                if answers:
+                    # The answers to control frames (pongs) leave before anything the
+                    # messages after them produce, in the order the peer sent them; those of
+                    # a run of control frames leave in one write.
+                    self._send_out(answers)
+                    answers = []
+                message = _MESSAGE_OPCODES[opcode]
+                if self._accepts(message):
+                    self._message(message, payload)
+        self._send_out(answers)
+        error = reader.error
+        if error is not None:
+            reader.error = None
+            if error.limit == "max_fragments":
                 self.node.counters["limit.max_fragments"] += 1
-                self._fragments = _NO_FRAGMENTS
-                self._fail(1009, "message in too many fragments")
-                return
-            self._fragments.append(bytes(event.data))
-            if event.fin:
-                data = b"".join(self._fragments)
-                self._fragments = _NO_FRAGMENTS
-                self._complete(self._fragment_opcode, data)
+            if self._closing:
+                # Our close frame is out already: nothing more to say but the EOF.
+                self._write_eof()
+            else:
+                self._fail(error.code, error.reason)
+
+    def _peer_closed(self, payload: bytes) -> None:
+        """The peer's close frame arrived (the reader parses nothing after it): answer it with
+        the same code and reason unless we closed first, then half-close; the socket is
+        closed when the peer's EOF comes, or cut after ``CLOSE_TIMEOUT``."""
+        if not self._closing:
+            # What the messages before the close produced leaves before the answer.
+            self.flush()
+            self._closing = True
+            self._send_out([control_frame(CLOSE, payload)])
+        # The close frame is out: nothing may follow it.
+        self._groups = ()
+        self._pending.clear()
+        self._pending_size = 0
+        self._write_eof()
+        if self._close_timer is None:
+            self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def _accepts(self, opcode: Opcode) -> bool:
         """Whether a message of this type fits the connection's format (text for JSON, binary
@@ -288,16 +276,6 @@ class FrameReading(BatchedWrites):
                 )
             )
         return False
-
-    def _complete(self, opcode: Opcode, data: bytes) -> None:
-        """A whole message arrived: text must be UTF-8 (1007 otherwise)."""
-        if opcode is Opcode.TEXT:
-            try:
-                data.decode()
-            except UnicodeDecodeError:
-                self._fail(1007, "invalid UTF-8 in a text message")
-                return
-        self._message(opcode, data)
 
     def _message(self, opcode: Opcode, data: bytes) -> None:
         """Queue a valid message for the session."""
@@ -364,9 +342,8 @@ class FrameReading(BatchedWrites):
             waiting.close()
 
     def _fail(self, code: int, reason: str) -> None:
-        """Close for a violation of the WebSocket protocol itself (not of the client protocol)."""
-        ws = self._ws
-        assert ws is not None
+        """Fail the connection for a violation of the WebSocket protocol itself (not of the
+        client protocol): a close frame with ``code``, an EOF, and nothing parsed after."""
         # One line, with the connection's id when it has a session (it always has here).
         (self._session.log if self._session is not None else log).info(
             "closing %s: %s (%s)", self._remote, code, reason
@@ -376,25 +353,29 @@ class FrameReading(BatchedWrites):
         self.flush()
         self._closing = True
         self._groups = ()
-        ws.fail(code, reason)
-        self._send_out()
+        if self._frames is not None:
+            self._frames.stop()
+        self._send_out([close_frame(code, reason)])
+        self._write_eof()
         if self._close_timer is None:
             self._close_timer = running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
-    def _send_out(self) -> None:
-        ws, transport = self._ws, self._transport
-        if ws is None or transport is None:
+    def _send_out(self, frames: list[bytes]) -> None:
+        """Write control frames (pongs, a close) now, in one write, ahead of what is queued."""
+        transport = self._transport
+        if not frames or transport is None:
             return
-        for data in ws.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():
-                # websockets' signal that the close handshake is done on our side.
-                transport.write_eof()
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
         if not self._closing and transport.get_write_buffer_size() > self._max_bytes:
             # Pongs to a flood of pings, written here rather than through write(), count
             # against queue_max_size too: a peer that sends pings and never reads is slow.
             self._overflow()
+
+    def _write_eof(self) -> None:
+        """Half-close: our side of the close handshake is done (RFC 6455 7.1.1)."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
 
     def _abort(self) -> None:
         if self._transport is not None:
