@@ -27,7 +27,6 @@ import itertools
 import os
 import random
 import re
-import threading
 import time
 from typing import Any
 
@@ -40,6 +39,7 @@ from clients import (
     PumpStats,
     Stats,
     client_frame,
+    command_queue,
 )
 from harness import HOST, pin, raise_fd_limit
 
@@ -477,24 +477,11 @@ def _report(stats: Stats, pump: Pump | None, members: list[Member], latencies: b
 
 
 async def _serve(inbox: Any, pipe: Any, library: str | None) -> None:
-    loop = asyncio.get_running_loop()
     stats = Stats()
     members: list[Member] = []
     pump: Pump | None = None
     notifier: Notifier | None = None
-    commands: asyncio.Queue[Any] = asyncio.Queue()
-
-    def read_commands() -> None:
-        while True:
-            try:
-                msg = inbox.recv()
-            except (EOFError, OSError):
-                msg = ("stop", None)
-            loop.call_soon_threadsafe(commands.put_nowait, msg)
-            if msg[0] == "stop":
-                return
-
-    threading.Thread(target=read_commands, daemon=True).start()
+    commands = command_queue(inbox)
     while True:
         cmd, arg = await commands.get()
         if cmd == "connect":

@@ -614,16 +614,17 @@ def counter_words(slots: int) -> int:
     return slots * ctypes.sizeof(PumpStats) // 8
 
 
-async def _serve(inbox: Any, pipe: Any, library: str | None, shared: Any, slot: int) -> None:
+def command_queue(inbox: Any) -> asyncio.Queue[Any]:
+    """The orchestrator's commands arriving on ``inbox`` (a pipe end), as a queue of the
+    running loop; a closed pipe reads as ``("stop", None)``, after which nothing comes.
+
+    A thread reads the pipe, because a descriptor watched by the loop is made non-blocking,
+    and commands (thousands of connection specs) and answers (latency lists) are large.
+    """
     loop = asyncio.get_running_loop()
-    stats = Stats()
-    conns: list[Connection] = []
-    pump: Pump | None = None
     commands: asyncio.Queue[Any] = asyncio.Queue()
 
     def read_commands() -> None:
-        # A thread, because a descriptor watched by the loop is made non-blocking, and
-        # commands (thousands of connection specs) and answers (latency lists) are large.
         while True:
             try:
                 message = inbox.recv()
@@ -634,6 +635,14 @@ async def _serve(inbox: Any, pipe: Any, library: str | None, shared: Any, slot: 
                 return
 
     threading.Thread(target=read_commands, daemon=True).start()
+    return commands
+
+
+async def _serve(inbox: Any, pipe: Any, library: str | None, shared: Any, slot: int) -> None:
+    stats = Stats()
+    conns: list[Connection] = []
+    pump: Pump | None = None
+    commands = command_queue(inbox)
     while True:
         cmd, arg = await commands.get()
         if cmd == "connect":

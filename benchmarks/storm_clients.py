@@ -27,13 +27,21 @@ import asyncio
 import contextlib
 import os
 import random
-import threading
 import time
 from typing import Any
 
 import msgspec
 
-from clients import HUBBUB_PONG, KEY, PAD, Frames, client_frame, encode_publish, publication
+from clients import (
+    HUBBUB_PONG,
+    KEY,
+    PAD,
+    Frames,
+    client_frame,
+    command_queue,
+    encode_publish,
+    publication,
+)
 from harness import HOST, pin, raise_fd_limit
 
 DECODE = msgspec.json.Decoder()
@@ -498,23 +506,10 @@ class Worker:
 async def _serve(inbox: Any, pipe: Any) -> None:
     loop = asyncio.get_running_loop()
     worker = Worker()
-    commands: asyncio.Queue[Any] = asyncio.Queue()
+    commands = command_queue(inbox)
     publishing: asyncio.Task[dict[str, Any]] | None = None
     stop_publishing = asyncio.Event()
     pub_conn: Publisher | None = None
-
-    def read_commands() -> None:
-        # A thread: the pipe's messages (thousands of specs, latency lists) are large.
-        while True:
-            try:
-                message = inbox.recv()
-            except (EOFError, OSError):
-                message = ("stop", None)
-            loop.call_soon_threadsafe(commands.put_nowait, message)
-            if message[0] == "stop":
-                return
-
-    threading.Thread(target=read_commands, daemon=True).start()
     while True:
         cmd, arg = await commands.get()
         if cmd == "connect":
