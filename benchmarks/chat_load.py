@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 import report
 from chat_clients import KINDS, worker_main
-from harness import HOST, Processes, cpu_seconds
+from harness import HOST, ClientProcess, Processes, cpu_seconds
 from servers import REFS, SECRET, bun_binary, children, connection_token, process_start
 
 API_KEY = "chat-benchmark-api-key"
@@ -186,27 +186,11 @@ def notifier_spec(key: str, port: int) -> dict[str, Any]:
     return spec
 
 
-class Worker:
-    """A client process and its two pipes (as ``suite.Worker``)."""
+class Worker(ClientProcess):
+    """A client process of ``chat_clients.worker_main``: the members of some rooms."""
 
     def __init__(self, ctx: Any, procs: Processes, cpu: int | None, library: str | None) -> None:
-        cmd_read, self.cmd = ctx.Pipe(duplex=False)
-        self.answers, answer_write = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=worker_main, args=(cmd_read, answer_write, cpu, library))
-        self.proc.start()
-        procs.add_worker(self.proc)
-
-    def send(self, cmd: str, arg: Any = None) -> None:
-        self.cmd.send((cmd, arg))
-
-    def recv(self, timeout: float = 120.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while not self.answers.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
-            if not self.proc.is_alive():
-                raise RuntimeError(f"a client process died (exit code {self.proc.exitcode})")
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"a client process did not answer in {timeout:g} s")
-        return self.answers.recv()
+        super().__init__(ctx, procs, worker_main, cpu, library)
 
 
 def everyone(workers: list[Worker], cmd: str, arg: Any = None, timeout: float = 120.0) -> Any:

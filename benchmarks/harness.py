@@ -144,6 +144,35 @@ def settle_rss(pid: int, seconds: float = 1.5) -> int:
     return max(readings[len(readings) // 2 :])
 
 
+class ClientProcess:
+    """A client process started with ``target(commands, answers, *args)`` and its two pipes:
+    commands in (``send``), answers out (``recv``), registered with ``procs`` to be stopped."""
+
+    def __init__(self, ctx: Any, procs: Processes, target: Any, *args: Any) -> None:
+        cmd_read, self.cmd = ctx.Pipe(duplex=False)
+        self.answers, answer_write = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=target, args=(cmd_read, answer_write, *args))
+        self.proc.start()
+        procs.add_worker(self.proc)
+
+    def send(self, cmd: str, arg: Any = None) -> None:
+        self.cmd.send((cmd, arg))
+
+    def recv(self, timeout: float = 120.0) -> Any:
+        """The next answer; RuntimeError if the process died or ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        while not self.answers.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+            if not self.proc.is_alive():
+                raise RuntimeError(f"a client process died (exit code {self.proc.exitcode})")
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"a client process did not answer in {timeout:g} s")
+        return self.answers.recv()
+
+    def call(self, cmd: str, arg: Any = None, timeout: float = 120.0) -> Any:
+        self.send(cmd, arg)
+        return self.recv(timeout)
+
+
 class Processes:
     """Every process the run started, stopped together whatever happens.
 

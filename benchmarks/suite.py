@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 import report
 from clients import counter_words, worker_main
-from harness import Processes, cpu_seconds, progress, system_seconds, write_calls
+from harness import ClientProcess, Processes, cpu_seconds, progress, system_seconds, write_calls
 from servers import Server, bun_binary, catalogue, connection_token
 
 MAIN = ["hubbub", "hubbub-nodelay", "hubbub-asgi", "bun", "tutorial", "socketio"]
@@ -158,8 +158,8 @@ def scenarios(args: argparse.Namespace, fd_limit: int) -> list[Scenario]:
 # Client processes
 
 
-class Worker:
-    """A client process and its two pipes (commands in, answers out)."""
+class Worker(ClientProcess):
+    """A client process of ``clients.worker_main``: subscribers, or the publisher."""
 
     def __init__(
         self,
@@ -171,30 +171,7 @@ class Worker:
         shared: Any = None,
         slot: int = -1,
     ) -> None:
-        cmd_read, self.cmd = ctx.Pipe(duplex=False)
-        self.answers, answer_write = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(
-            target=worker_main,
-            args=(cmd_read, answer_write, cpu, publisher, library, shared, slot),
-        )
-        self.proc.start()
-        procs.add_worker(self.proc)
-
-    def send(self, cmd: str, arg: Any = None) -> None:
-        self.cmd.send((cmd, arg))
-
-    def recv(self, timeout: float = 120.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while not self.answers.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
-            if not self.proc.is_alive():
-                raise RuntimeError(f"a client process died (exit code {self.proc.exitcode})")
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"a client process did not answer in {timeout:g} s")
-        return self.answers.recv()
-
-    def call(self, cmd: str, arg: Any = None, timeout: float = 120.0) -> Any:
-        self.send(cmd, arg)
-        return self.recv(timeout)
+        super().__init__(ctx, procs, worker_main, cpu, publisher, library, shared, slot)
 
 
 def broadcast(
