@@ -43,10 +43,6 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-WEBSOCKETS_LOGGER = "hubbub.transport.websockets"
-"""The logger the native transport gives ``websockets``' protocol (frames at DEBUG, and a
-"connection closed" at INFO for every connection)."""
-
 # What uvicorn logs at INFO for every WebSocket connection it serves (ASGI transport,
 # compression): the handshake's outcome and the connection opening and closing.
 _UVICORN_PER_CONNECTION = ("connection open", "connection closed")
@@ -72,7 +68,6 @@ class RoutineFilter(logging.Filter):
             return True
         return not (
             name == "uvicorn.access"
-            or name == WEBSOCKETS_LOGGER
             or name == "websockets"
             or name.startswith("websockets.")
         )
@@ -86,7 +81,6 @@ def configure(level: str, fmt: str) -> None:
     debug = level.lower() == "debug"
     if not debug:
         handler.addFilter(RoutineFilter())
-    logging.getLogger(WEBSOCKETS_LOGGER).setLevel(logging.DEBUG if debug else logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
