@@ -17,9 +17,18 @@ and of the backend, and the total as a ratio to the single-Redis row of the same
 included in the totals. With ``--repeat N`` every row runs N times, round after round, and
 the table shows each row's run with the median total and the range of the totals.
 
+With ``--bench`` it runs only the comparison ``make bench`` carries: "memory, 1 node" next to
+"one Redis, 2 nodes", for the one channel and the rooms, each at its low rate (``--rate``,
+``--room-rate``: fixed costs such as wake-ups weigh in) and at a high rate that both sustain
+(``--high-rate``, ``--high-room-rate``: near what the memory node can take on one core), then
+prints the ratio of Redis to memory per shape and rate against the target (``--target``) and
+writes the rows and ratios as JSON (``--json``, by default benchmarks/.local/topologies.json).
+
 Run:  .venv/bin/python benchmarks/topologies.py [--subscribers 1000] [--rate 100]
           [--rooms 1000] [--room-size 10] [--room-rate 1000] [--seconds 5]
           [--topologies memory redis sentinel cluster nats] [--repeat 1]
+      .venv/bin/python benchmarks/topologies.py --bench [--high-rate 500]
+          [--high-room-rate 3000] [--target 1.2] [--json FILE] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +61,7 @@ from fanout import (
 )
 
 IDLE_SECONDS = 2.0
+LOCAL = Path(__file__).resolve().parent / ".local"
 
 
 @dataclass
@@ -165,7 +175,8 @@ def start_node(port: int, cpu: int | None, engine_toml: str) -> subprocess.Popen
         f"{engine_tables}"
         "[client]\nqueue_max_size = 16777216\n"
         "[limits]\nconnections_per_ip = 0\nconnections_per_user = 0\ncommand_rate = 0\n"
-        "user_command_rate = 0\n[chat]\nenabled = false\n[notifications]\nenabled = false\n"
+        "user_command_rate = 0\nframe_rate = 0\n"
+        "[chat]\nenabled = false\n[notifications]\nenabled = false\n"
         "[channel.without_namespace]\nallow_subscribe_for_client = true\n"
         "allow_publish_for_client = true\nhistory_size = 100\nhistory_ttl = 300\n"
     )
@@ -209,6 +220,7 @@ class Row:
     key: str
     shape: str
     label: str
+    rate: float
     subscribers: int
     per_channel: int
     published: int
@@ -290,6 +302,7 @@ def run_row(key: str, conns: int, room: int, rate: float, seconds: float, procs:
             key,
             f"rooms of {room}" if room else "one channel",
             label,
+            rate,
             conns,
             room or conns,
             published,
@@ -315,31 +328,85 @@ def run_row(key: str, conns: int, room: int, rate: float, seconds: float, procs:
         backend.stop()
 
 
-def table(rows: list[Row]) -> str:
-    """One line per topology and shape: the run with the median total (of ``--repeat``), the
-    range of the totals, and the ratio of the medians to the single-Redis line's."""
-    groups: dict[tuple[str, str], list[Row]] = {}
+Key = tuple[str, float, str]
+"""A row's shape, rate and topology."""
+
+
+def _medians(rows: list[Row]) -> tuple[dict[Key, Row], dict[Key, list[Row]]]:
+    """The run with the median total of each (shape, rate, topology), and every run of it."""
+    groups: dict[Key, list[Row]] = {}
     for row in rows:
-        groups.setdefault((row.shape, row.key), []).append(row)
+        groups.setdefault((row.shape, row.rate, row.key), []).append(row)
     median = {k: sorted(g, key=lambda r: r.total)[(len(g) - 1) // 2] for k, g in groups.items()}
+    return median, groups
+
+
+def table(rows: list[Row]) -> str:
+    """One line per topology, shape and rate: the run with the median total (of
+    ``--repeat``), the range of the totals, and the ratio of the medians to the single-Redis
+    line's."""
+    median, groups = _medians(rows)
     lines = [
         "| topology | shape | subscribers | published | lost | nodes µs/delivery "
         "| Redis/NATS µs/delivery | total µs/delivery (of which idle) | range of totals "
         "| ratio to one Redis | Redis/NATS µs/publication | busiest client process |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for (shape, key), row in median.items():
-        base = median.get((shape, "redis"))
+    for (shape, rate, key), row in median.items():
+        base = median.get((shape, rate, "redis"))
         ratio = f"{row.total / base.total:.2f}" if base is not None else "n/a"
-        totals = [r.total for r in groups[(shape, key)]]
+        runs = groups[(shape, rate, key)]
+        totals = [r.total for r in runs]
         lines.append(
-            f"| {row.label} | {shape} | {row.subscribers:,} | {row.published:,} | "
-            f"{sum(r.lost for r in groups[(shape, key)])} | "
+            f"| {row.label} | {shape} at {rate:g}/s | {row.subscribers:,} | {row.published:,} | "
+            f"{sum(r.lost for r in runs)} | "
             f"{row.per_delivery(row.nodes_cpu):.2f} | "
             f"{row.per_delivery(row.backend_cpu):.2f} | {row.total:.2f} "
             f"({row.per_delivery(row.idle_cpu):.2f}) | {min(totals):.2f}-{max(totals):.2f} | "
             f"{ratio} | {row.backend_cpu / max(row.published, 1) * 1e6:.0f} | "
             f"{row.busiest_client:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def comparison(rows: list[Row], target: float) -> list[dict[str, Any]]:
+    """Per shape and rate: the medians of "one Redis, 2 nodes" and "memory, 1 node" (total
+    µs per delivery, the backend's CPU included), their ratio and whether it meets
+    ``target``."""
+    median, _ = _medians(rows)
+    out = []
+    for (shape, rate, key), redis in median.items():
+        memory = median.get((shape, rate, "memory"))
+        if key != "redis" or memory is None:
+            continue
+        ratio = redis.total / max(memory.total, 1e-9)
+        out.append(
+            {
+                "shape": shape,
+                "rate": rate,
+                "memory_us": round(memory.total, 2),
+                "redis_us": round(redis.total, 2),
+                "redis_backend_us": round(redis.per_delivery(redis.backend_cpu), 2),
+                "ratio": round(ratio, 2),
+                "target": target,
+                "met": ratio <= target,
+                "lost": memory.lost + redis.lost,
+            }
+        )
+    return out
+
+
+def comparison_table(ratios: list[dict[str, Any]]) -> str:
+    lines = [
+        "| shape | publications/s | memory, 1 node µs/delivery | one Redis, 2 nodes µs/delivery "
+        "(of which Redis) | ratio | target | met |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in ratios:
+        lines.append(
+            f"| {r['shape']} | {r['rate']:g} | {r['memory_us']:.2f} | {r['redis_us']:.2f} "
+            f"({r['redis_backend_us']:.2f}) | x{r['ratio']:.2f} | x{r['target']:g} | "
+            f"{'yes' if r['met'] else 'no'} |"
         )
     return "\n".join(lines)
 
@@ -357,26 +424,56 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds over every row; the median is shown"
     )
+    parser.add_argument(
+        "--bench", action="store_true", help="memory next to one Redis, at two rates per shape"
+    )
+    parser.add_argument("--high-rate", type=float, default=500, help="--bench: one channel")
+    parser.add_argument("--high-room-rate", type=float, default=3000, help="--bench: rooms")
+    parser.add_argument("--target", type=float, default=1.2, help="--bench: Redis/memory")
+    parser.add_argument("--json", type=Path, help="--bench: results file")
     a = parser.parse_args()
-    shapes = [(a.subscribers, 0, a.rate)] if a.subscribers else []
-    shapes += [(a.rooms * a.room_size, a.room_size, a.room_rate)] if a.rooms else []
+    topologies = ["memory", "redis"] if a.bench else a.topologies
+    rates = [a.rate, a.high_rate] if a.bench else [a.rate]
+    room_rates = [a.room_rate, a.high_room_rate] if a.bench else [a.room_rate]
+    shapes = [(a.subscribers, 0, r) for r in rates] if a.subscribers else []
+    shapes += [(a.rooms * a.room_size, a.room_size, r) for r in room_rates] if a.rooms else []
     # Round after round over every row, so that a burst of load elsewhere on the machine
     # touches every topology alike rather than one.
-    runs = [(key, *shape) for _ in range(a.repeat) for shape in shapes for key in a.topologies]
+    runs = [(key, *shape) for _ in range(a.repeat) for shape in shapes for key in topologies]
+    load_before = os.getloadavg()[0]
     print(f"machine: {machine()}")
-    print(f"load average before the run: {os.getloadavg()[0]:.2f}")
+    print(f"load average before the run: {load_before:.2f}")
     print(
-        f"one channel: {a.subscribers:,} subscribers, {a.rate:g} publications/s; rooms: "
-        f"{a.rooms:,} rooms of {a.room_size}, {a.room_rate:g} publications/s; "
+        f"one channel: {a.subscribers:,} subscribers, {'/'.join(f'{r:g}' for r in rates)} "
+        f"publications/s; rooms: {a.rooms:,} rooms of {a.room_size}, "
+        f"{'/'.join(f'{r:g}' for r in room_rates)} publications/s; "
         f"{a.seconds:g} s each, {a.repeat} round(s); ~100-byte JSON, history on\n"
     )
     rows = []
     for i, (key, conns, room, rate) in enumerate(runs):
-        progress(i, len(runs), f"{key}, {'rooms' if room else 'one channel'}")
+        progress(i, len(runs), f"{key}, {'rooms' if room else 'one channel'} at {rate:g}/s")
         rows.append(run_row(key, conns, room, rate, a.seconds, a.client_processes))
     progress(len(runs), len(runs), "done")
     print(table(rows))
-    print(f"\nload average after the run: {os.getloadavg()[0]:.2f}")
+    load_after = os.getloadavg()[0]
+    if a.bench:
+        ratios = comparison(rows, a.target)
+        print(f"\none Redis, 2 nodes against memory, 1 node (target: at most x{a.target:g}):")
+        print(comparison_table(ratios))
+        path = a.json or LOCAL / "topologies.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        results = {
+            "machine": machine(),
+            "load_before": load_before,
+            "load_after": load_after,
+            "seconds": a.seconds,
+            "repeat": a.repeat,
+            "ratios": ratios,
+            "rows": [{**asdict(r), "lost": r.lost, "total_us": round(r.total, 2)} for r in rows],
+        }
+        path.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"\nresults: {os.path.relpath(path)}")
+    print(f"\nload average after the run: {load_after:.2f}")
 
 
 if __name__ == "__main__":
