@@ -561,7 +561,8 @@ def _relative(value: Any) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0] if __doc__ else None,
-        epilog="Other benchmarks of the checkout: hubbub bench fanout|soak|churn [options].",
+        epilog="Other benchmarks of the checkout: "
+        "hubbub bench chat_load|storm|topologies|fanout|soak|churn [options].",
     )
     parser.add_argument(
         "--quick",

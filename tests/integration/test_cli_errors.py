@@ -286,7 +286,7 @@ def test_bench_help_is_plain(tmp_path: Path) -> None:
     result = run(["bench", "--help"], ROOT)
     assert result.returncode == 0, result.stderr
     assert "`" not in result.stdout, result.stdout
-    assert "churn, fanout, soak, suite" in result.stdout, result.stdout  # what NAME can be
+    assert "chat_load, churn, fanout, soak, storm, suite, topologies" in result.stdout, result.stdout  # what NAME can be
 
 
 async def test_readme_example_ends_quietly_on_ctrl_c(tmp_path: Path, start_server: Any) -> None:
