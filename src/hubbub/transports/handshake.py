@@ -1,9 +1,10 @@
 """The server side of the WebSocket opening handshake (RFC 6455 4.2), for the native transport.
 
-uvicorn has already parsed the HTTP request, checked ``Connection: upgrade`` and
-``Upgrade: websocket`` and handed over the request head, rebuilt as ``METHOD target HTTP/1.1``
-and one ``name: value`` line per header, names in lower case. What is left is small: find the
-target, check the key and the version, pick a subprotocol and answer ``101``. Doing it here
+The request head arrives checked for ``Connection: upgrade`` and ``Upgrade: websocket``: either
+as the client sent it (:mod:`hubbub.transports.raw_upgrade` found it well-formed), or parsed by
+uvicorn and rebuilt as ``METHOD target HTTP/1.1`` and one ``name: value`` line per header. What is
+left is small: find the target, check the key and the version, pick a subprotocol and answer
+``101``. Doing it here
 instead of through a general HTTP parser and response builder is about a quarter of what a
 connection costs to set up.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_END = b"\r\n\r\n"
 
 
 class HandshakeError(Exception):
@@ -123,17 +125,23 @@ def offered_subprotocols(request: UpgradeRequest) -> list[str]:
     return offered
 
 
+_SWITCHING = (
+    b"HTTP/1.1 101 Switching Protocols\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: "
+)
+_SUBPROTOCOL = b"\r\nSec-WebSocket-Protocol: "
+
+
 def switching(accept: str, subprotocol: str | None) -> bytes:
-    """The ``101 Switching Protocols`` response."""
-    lines = [
-        "HTTP/1.1 101 Switching Protocols",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Accept: {accept}",
-    ]
+    """The ``101 Switching Protocols`` response: a template with the accept key and the
+    subprotocol filled in (one per connection, so no general response builder)."""
     if subprotocol:
-        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return b"".join(
+            (_SWITCHING, accept.encode(), _SUBPROTOCOL, subprotocol.encode("latin-1"), _END)
+        )
+    return _SWITCHING + accept.encode() + _END
 
 
 def refusal(status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> bytes:

@@ -12,6 +12,12 @@ no limit of its own. So the request line and headers together may be at most
 they arrive, before the parser sees them, and a request over either limit is answered
 ``431 Request Header Fields Too Large`` and its connection closed. WebSocket upgrades go
 through here first, so the limits hold for every transport.
+
+An upgrade to the native transport's own path takes a shorter way
+(:mod:`hubbub.transports.raw_upgrade`): its head is held back from httptools until it is
+complete and, when it is a plain well-formed request, handed to the WebSocket protocol as it
+came, without an HTTP parse or an ASGI scope; anything else goes through httptools as if nothing
+had been held back.
 """
 
 from __future__ import annotations
@@ -20,10 +26,14 @@ import asyncio
 import logging
 from typing import Any
 
+from uvicorn.logging import TRACE_LOG_LEVEL
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import is_ssl
 
 from hubbub.transports.app_node import node_of
 from hubbub.transports.handshake import refusal
+from hubbub.transports.raw_upgrade import HELD, TAKE, address, judge, peer_address
 
 log = logging.getLogger("hubbub.transport")
 
@@ -53,6 +63,13 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self._head_lines = 0
         self._tail = b""
         self._refused: asyncio.TimerHandle | None = None
+        # The first request's bytes held back from httptools while they may still be an upgrade
+        # to the native transport's path; None once they cannot (or when it serves no path).
+        self._held: bytes | None = None
+        self._raw_path = b""
+        if self._node is not None and getattr(self.ws_protocol_class, "takes_raw_heads", False):
+            self._held = b""
+            self._raw_path = self._node.settings.websocket_path.encode("latin-1")
 
     def _arm(self) -> None:
         if self._deadline is None and self._timeout > 0:
@@ -72,7 +89,18 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # uvicorn's connection_made, but with both addresses from what the transport read when
+        # it was made (uvloop and asyncio both keep them): uvicorn asks the socket again, two
+        # system calls each, for every connection.
+        self.connections.add(self)
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        self.server = address(transport.get_extra_info("sockname"))
+        self.client = peer_address(transport.get_extra_info("peername"))
+        self.scheme = "https" if is_ssl(transport) else "http"
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection made", prefix)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -83,7 +111,35 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
             if over:
                 self._refuse_head(over)
                 return
+        if self._held is not None:
+            data = self._held + data
+            verdict = judge(data, self._raw_path)
+            if verdict == HELD:
+                self._held = data
+                return
+            self._held = None
+            if verdict != TAKE:
+                super().data_received(data)
+                return
+            end = data.index(b"\r\n\r\n") + 4
+            self._take_raw(data[:end], data[end:])
+            return
         super().data_received(data)
+
+    def _take_raw(self, head: bytes, rest: bytes) -> None:
+        """Hand a complete upgrade head for the native transport's path, and whatever came
+        after it (the first frames), to a new WebSocket protocol, which takes the socket."""
+        self._disarm()
+        self.connections.discard(self)
+        protocol: Any = self.ws_protocol_class(  # type: ignore[call-arg, misc]
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        transport = self.transport
+        protocol.connection_made(transport)
+        transport.set_protocol(protocol)
+        # As in handle_websocket_upgrade: this object is never called again.
+        self.parser = None  # type: ignore[assignment]
+        protocol.upgrade(head, rest)
 
     def _count_head(self, data: bytes) -> str:
         """Add the part of ``data`` that belongs to the request head to its size and line

@@ -1,10 +1,12 @@
 """The native WebSocket transport: the client protocol straight on the event loop's sockets.
 
-``hubbub serve`` runs it inside uvicorn as the WebSocket protocol class (``ws=``): uvicorn
-parses the HTTP request and hands an upgrade over; for the hubbub endpoint this class takes the
-socket, for any other WebSocket route (the tutorial's ``/ws/{client_id}``, routes of an
-embedding app) it hands the connection to uvicorn's own WebSocket protocol, which serves it
-through the ASGI app as before.
+``hubbub serve`` runs it inside uvicorn as the WebSocket protocol class (``ws=``). An upgrade
+to the hubbub endpoint comes straight from the HTTP protocol
+(:class:`~hubbub.transports.http_guard.GuardedHTTPProtocol`) as the client sent it, unparsed
+(:meth:`NativeWebSocketProtocol.upgrade`); any other upgrade uvicorn parses and hands over. For
+the hubbub endpoint this class takes the socket, for any other WebSocket route (the tutorial's
+``/ws/{client_id}``, routes of an embedding app) it hands the connection to uvicorn's own
+WebSocket protocol, which serves it through the ASGI app as before.
 
 Why a transport of its own: through ASGI every message is an ``await send(...)`` that frames it
 again for each subscriber. Here a publication is framed once and written once per connection
@@ -13,8 +15,8 @@ object to all their members (:mod:`hubbub.transports.flush`).
 
 One connection is one object, :class:`NativeWebSocketProtocol`, in three modules by concern:
 this one (the connection's life: the opening handshake, answered by
-:mod:`hubbub.transports.handshake` over the request head uvicorn already parsed and admitted by
-the node's :class:`~hubbub.transports.admission.Admission`; close; WebSocket-level pings; the
+:mod:`hubbub.transports.handshake` over the request head and admitted by the node's
+:class:`~hubbub.transports.admission.Admission`; close; WebSocket-level pings; the
 asyncio callbacks), :mod:`hubbub.transports.reading` (frames in, parsed by
 :mod:`hubbub.transports.frames`) and :mod:`hubbub.transports.flush` (frames out).
 """
@@ -63,6 +65,9 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
         "_ticket",
         "node",
     )
+
+    takes_raw_heads = True
+    """The HTTP protocol may call :meth:`upgrade` with a head as it came from the client."""
 
     def __init__(
         self,
@@ -188,6 +193,13 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
 
     # -----------------------------------------------------------------------------------------
     # Handshake
+
+    def upgrade(self, head: bytes, rest: bytes) -> None:
+        """Answer the opening handshake in ``head`` (a complete request head, as received), then
+        read ``rest``, what the client sent after it, as frames if the upgrade was accepted."""
+        self._handshake(head)
+        if rest and self._frames is not None and not self._closing:
+            self.data_received(rest)
 
     def _handshake(self, head: bytes) -> None:
         node = self.node
