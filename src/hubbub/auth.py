@@ -227,6 +227,27 @@ class TokenVerifier:
             "ES": settings.ecdsa_public_key,
         }
         self._headers: dict[str, dict[str, Any]] = {}
+        self._prepared: dict[str, Any] = {}
+
+    def _prepared_key(self, alg: str, key: str) -> Any:
+        """``key`` as PyJWT checks ``alg`` with, made once per algorithm: given the configured
+        string, PyJWT would parse it again for every token (a public key's whole PEM; for a
+        secret, the checks that it is not a PEM or SSH key), a good part of a connect's cost.
+
+        Raises:
+            jwt.PyJWTError: the key is not usable for ``alg`` (PyJWT's own refusal, such as a
+                public key configured as the HMAC secret).
+        """
+        prepared = self._prepared.get(alg)
+        if prepared is None:
+            algorithm = jwt.get_algorithm_by_name(alg)
+            prepared = algorithm.prepare_key(key)  # PyJWT's checks of the key, once
+            if alg.startswith("HS"):
+                # A prepared secret goes to PyJWT as a JWK, which it takes as it is.
+                secret = base64.urlsafe_b64encode(prepared).rstrip(b"=").decode()
+                prepared = jwt.PyJWK({"kty": "oct", "k": secret}, algorithm=alg)
+            self._prepared[alg] = prepared
+        return prepared
 
     def _decode(self, token: str) -> dict[str, Any]:
         # Tokens of one issuer share their header segment: parsed once, not per token.
@@ -256,7 +277,7 @@ class TokenVerifier:
             with _with_key(key, alg):
                 claims: dict[str, Any] = jwt.decode(
                     token,
-                    key,
+                    self._prepared_key(alg, key),
                     algorithms=[alg],
                     options=options,
                     audience=self._settings.audience or None,

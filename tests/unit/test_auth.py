@@ -90,6 +90,32 @@ def test_hs_rs_confusion_is_refused(clock: FakeClock) -> None:
         v.verify_connection(forged.decode())
 
 
+def test_a_public_key_configured_as_the_hmac_secret_is_refused_every_time(
+    clock: FakeClock,
+) -> None:
+    # The key is prepared once per algorithm; PyJWT's refusal of a PEM as an HMAC secret
+    # must hold for the first token and every one after it.
+    import hashlib
+    import hmac
+
+    v = verifier(clock, hmac_secret_key=RSA_PUBLIC)
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(b'{"sub":"mallory"}').rstrip(b"=")
+    signature = hmac.new(RSA_PUBLIC.encode(), header + b"." + body, hashlib.sha256).digest()
+    token = b".".join([header, body, base64.urlsafe_b64encode(signature).rstrip(b"=")]).decode()
+    for _ in range(2):
+        with pytest.raises(TokenInvalid, match="InvalidKeyError"):
+            v.verify_connection(token)
+
+
+def test_prepared_keys_check_every_token_alike(clock: FakeClock) -> None:
+    v = verifier(clock)
+    assert v.verify_connection(encode({"sub": "a"})).user == "a"
+    assert v.verify_connection(encode({"sub": "b"})).user == "b"
+    with pytest.raises(TokenInvalid):
+        v.verify_connection(encode({"sub": "c"}, "another-secret-" * 4))
+
+
 def test_algorithm_allow_list(clock: FakeClock) -> None:
     v = verifier(clock, algorithms=["HS512"])
     with pytest.raises(TokenInvalid, match="not allowed"):
