@@ -67,9 +67,7 @@ class RoutineFilter(logging.Filter):
         if record.levelno >= logging.WARNING:
             return True
         return not (
-            name == "uvicorn.access"
-            or name == "websockets"
-            or name.startswith("websockets.")
+            name == "uvicorn.access" or name == "websockets" or name.startswith("websockets.")
         )
 
 

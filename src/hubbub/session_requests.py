@@ -7,14 +7,16 @@ Each checks the session's permission in the namespace (the error codes of
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from hubbub.engines.base import (
     HistoryFilter,
     PublishOptions,
     PublishResult,
     StreamPosition,
+    engine_unavailable,
 )
 from hubbub.hook_types import PublishContext, PublishDecision
 from hubbub.payload import to_payload
@@ -29,6 +31,7 @@ from hubbub.protocol.codes import (
 from hubbub.protocol.messages import (
     ChannelRequest,
     EmptyResult,
+    Error,
     HistoryRequest,
     HistoryResult,
     PresenceResult,
@@ -99,19 +102,28 @@ _AS_SENT = PublishDecision()
 _PublishNow = Callable[[str, Publication, PublishOptions], PublishResult]
 
 
+_PublishSoon = Callable[[str, Publication, PublishOptions], "asyncio.Future[Any] | None"]
+
+
 def can_publish_now(session: Session) -> bool:
     """Whether :func:`publish_now` may take this session's publish commands: no
     ``on_publish`` hook and no publish proxy (they await), and a broker that publishes
-    without awaiting (:class:`~hubbub.engines.base.ImmediatePublisher`)."""
+    without awaiting (:class:`~hubbub.engines.base.ImmediatePublisher`) or takes a
+    publication to send later (:class:`~hubbub.engines.base.QueuedPublisher`)."""
     node = session.node
-    return not node.publish_handlers and hasattr(node.broker, "publish_now")
+    return not node.publish_handlers and (
+        hasattr(node.broker, "publish_now") or hasattr(node.broker, "publish_soon")
+    )
 
 
 def publish_now(session: Session, cmd_id: int, req: PublishRequest) -> bool:
     """The ``publish`` command with nothing awaited, its reply written: what :func:`publish`
     does when :func:`can_publish_now` holds, in one synchronous call, the reply encoded from
     a template. False, with nothing done, when the namespace publishes deltas
-    (``delta_publish``): that publication takes the general path.
+    (``delta_publish``) or the broker cannot take it now: that publication takes the
+    general path. A broker that takes it to send later (a
+    :class:`~hubbub.engines.base.QueuedPublisher`) has the reply written once it is
+    done: the success reply once the broker has the publication, else the error reply.
 
     Raises:
         ProtocolError: as :func:`publish` (permissions, empty channel or data).
@@ -130,15 +142,45 @@ def publish_now(session: Session, cmd_id: int, req: PublishRequest) -> bool:
     if session.codec.binary and not opts.binary:
         data = to_payload(bytes(data))  # as in publish: JSON text for JSON readers
     pub = Publication(data, sub.info if sub is not None else session.info)
+    soon = getattr(node.broker, "publish_soon", None)
+    if soon is not None:
+        future = cast(_PublishSoon, soon)(req.channel, pub, node.publish_options(opts))
+        if future is None:
+            return False
+        future.add_done_callback(lambda done: _published(session, cmd_id, done))
+        return True
     broker_publish = cast(_PublishNow, node.broker.publish_now)  # type: ignore[attr-defined]
     broker_publish(req.channel, pub, node.publish_options(opts))
-    node.counters["publications"] += 1
+    _published(session, cmd_id, None)
+    return True
+
+
+def _published(session: Session, cmd_id: int, done: asyncio.Future[Any] | None) -> None:
+    """Count and answer a publish command of :func:`publish_now`: ``done`` is the broker's
+    future (None: published already); its exception is answered as the general path would
+    (a server bug as the internal error, logged)."""
+    exc: BaseException | None = None
+    if done is not None:
+        # Cancelled: the engine closed under it.
+        exc = engine_unavailable() if done.cancelled() else done.exception()
+    node = session.node
+    if exc is None:
+        node.counters["publications"] += 1
+    elif not isinstance(exc, ProtocolError):
+        session.log.error("command %d failed", cmd_id, exc_info=exc)
+        exc = error(ErrorCode.INTERNAL)
+    if exc is not None:
+        node.metrics_reply_error(exc.code)
+    if session.transport.closing:
+        return
     codec = session.codec
-    if codec.binary:
+    if exc is not None:
+        err = Error(exc.code, exc.message, exc.temporary)
+        session.transport.write(codec.encode_reply(Reply(id=cmd_id, error=err)))
+    elif codec.binary:
         session.transport.write(codec.encode_reply(Reply(id=cmd_id, publish=EmptyResult())))
     else:
         session.transport.write(b'{"id":%d,"publish":{}}' % cmd_id)
-    return True
 
 
 def _check_presence(session: Session, channel: str) -> None:

@@ -286,7 +286,8 @@ def test_bench_help_is_plain(tmp_path: Path) -> None:
     result = run(["bench", "--help"], ROOT)
     assert result.returncode == 0, result.stderr
     assert "`" not in result.stdout, result.stdout
-    assert "chat_load, churn, fanout, soak, storm, suite, topologies" in result.stdout, result.stdout  # what NAME can be
+    names = "chat_load, churn, fanout, soak, storm, suite, topologies"  # what NAME can be
+    assert names in result.stdout, result.stdout
 
 
 async def test_readme_example_ends_quietly_on_ctrl_c(tmp_path: Path, start_server: Any) -> None:

@@ -8,8 +8,9 @@ implementation to the contracts written here.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from hubbub.protocol.codes import ErrorCode, ProtocolError, error
 from hubbub.protocol.messages import ClientInfo, Publication
@@ -207,6 +208,25 @@ class ImmediatePublisher(Protocol):
     def publish_now(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
         """:meth:`Broker.publish`, done when it returns (the handler's ``handle_publication``
         already ran)."""
+        ...
+
+
+class QueuedPublisher(Protocol):
+    """A broker that can take a publication without awaiting it, to send it with others (the
+    Redis engine: one pipeline per loop turn). Sessions use it for client publications, so
+    a publish command costs no task: its reply is written when the future is done
+    (:func:`hubbub.session_requests.publish_now`)."""
+
+    def publish_soon(
+        self, channel: str, pub: Publication, opts: PublishOptions
+    ) -> asyncio.Future[Any] | None:
+        """:meth:`Broker.publish`, taken now: a future done when the broker has the
+        publication (its exception what :meth:`Broker.publish` would raise), or None when
+        this broker cannot take it so (the caller awaits :meth:`Broker.publish`).
+
+        Raises:
+            ProtocolError: the engine is unavailable.
+        """
         ...
 
 

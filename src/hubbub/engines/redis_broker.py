@@ -24,6 +24,7 @@ from hubbub.engines.base import (
     StreamPosition,
     engine_unavailable,
 )
+from hubbub.engines.redis_batch import Batcher
 
 # Raises MissingExtra, naming the redis extra, when the redis package is absent.
 from hubbub.engines.redis_client import (
@@ -33,6 +34,7 @@ from hubbub.engines.redis_client import (
     Connector,
     guard,
     log,
+    one_server,
     pooled_client,
 )
 from hubbub.engines.redis_codec import pack_info, pack_publication, unpack_info, unpack_publication
@@ -79,6 +81,7 @@ class RedisBroker:
         self._publish: Any = None
         self._history: Any = None
         self._renew_epoch: Any = None
+        self._batch: Batcher | None = None
 
     @property
     def healthy(self) -> bool:
@@ -109,6 +112,10 @@ class RedisBroker:
         self._history = self._redis.register_script(HISTORY)
         self._renew_epoch = self._redis.register_script(RENEW_EPOCH)
         await guard(self._redis.ping)
+        if one_server(self._redis):
+            # One server (or Sentinel's master): publications of one loop turn share a
+            # pipeline. A Redis Cluster's pipelines split by slot; it keeps a call each.
+            self._batch = Batcher(self._redis)
         self._pubsub = self._redis.pubsub()
         # Subscribing to the control channel opens the PUB/SUB connection before any channel.
         await self._pubsub.subscribe(self._control)
@@ -117,6 +124,9 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._healthy = False
+        if self._batch is not None:
+            await self._batch.close()
+            self._batch = None
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -256,32 +266,52 @@ class RedisBroker:
     async def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
         if not self._healthy:
             raise engine_unavailable()  # fail fast: no socket timeout per publish
+        keys, args = self._publish_args(channel, pub, opts)
+        if self._batch is not None:
+            reply = await self._batch.script(self._publish.sha, self._publish.script, keys, args)
+        else:
+            reply = await guard(lambda: self._publish(keys=keys, args=args))
+        return publish_result(reply)
+
+    def publish_soon(
+        self, channel: str, pub: Publication, opts: PublishOptions
+    ) -> asyncio.Future[Any] | None:
+        """:class:`~hubbub.engines.base.QueuedPublisher`: the publication queued for this
+        loop turn's pipeline; None on a Redis Cluster (its calls are awaited one by one)."""
+        if self._batch is None:
+            return None
+        if not self._healthy:
+            raise engine_unavailable()
+        keys, args = self._publish_args(channel, pub, opts)
+        return self._batch.script(self._publish.sha, self._publish.script, keys, args)
+
+    def _publish_args(
+        self, channel: str, pub: Publication, opts: PublishOptions
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the publish script (:mod:`.redis_scripts`)."""
         keys = [self._key("meta", channel), self._key("stream", channel)]
         if opts.idempotency_key:
             keys.append(self._key(f"idem:{opts.idempotency_key}", channel))
-        status, result = await guard(
-            lambda: self._publish(
-                keys=keys,
-                args=[
-                    pack_publication(pub),
-                    opts.history_size,
-                    ms(opts.history_ttl),
-                    ms(opts.history_meta_ttl),
-                    self._pubsub_channel(channel),
-                    new_epoch(),
-                    ms(opts.idempotent_result_ttl),
-                    "1" if opts.use_history else "0",
-                ],
-            )
-        )
-        offset, _, epoch = result.decode().partition(":")
-        return PublishResult(StreamPosition(int(offset), epoch), suppressed=status == b"dup")
+        args = [
+            pack_publication(pub),
+            opts.history_size,
+            ms(opts.history_ttl),
+            ms(opts.history_meta_ttl),
+            self._pubsub_channel(channel),
+            new_epoch(),
+            ms(opts.idempotent_result_ttl),
+            "1" if opts.use_history else "0",
+        ]
+        return keys, args
 
     async def _publish_info(self, tag: bytes, channel: str, info: ClientInfo) -> None:
         if not self._healthy:
             raise engine_unavailable()
         data = tag + pack_info(info)
-        await guard(lambda: self.redis.publish(self._pubsub_channel(channel), data))
+        if self._batch is not None:
+            await self._batch.command("PUBLISH", self._pubsub_channel(channel), data)
+        else:
+            await guard(lambda: self.redis.publish(self._pubsub_channel(channel), data))
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         await self._publish_info(b"j", channel, info)
@@ -336,3 +366,10 @@ class RedisBroker:
         )
         if renewed:
             log.warning("the stream of %s went back within epoch %s: new epoch", channel, epoch)
+
+
+def publish_result(reply: Any) -> PublishResult:
+    """The publish script's reply (status, ``offset:epoch``) as a result."""
+    status, result = reply
+    offset, _, epoch = result.decode().partition(":")
+    return PublishResult(StreamPosition(int(offset), epoch), suppressed=status == b"dup")

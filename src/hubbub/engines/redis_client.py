@@ -16,6 +16,7 @@ from hubbub.extras import missing
 try:
     import redis.asyncio as aioredis
     from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
+    from redis.exceptions import NoScriptError as NoScriptError  # for .redis_batch
 except ImportError as exc:  # without the redis extra: one line that names it
     raise missing("redis", exc) from None
 
@@ -51,6 +52,12 @@ async def guard(call: Callable[[], Awaitable[T]]) -> T:
     except REDIS_ERRORS as exc:
         log.warning("Redis call failed: %s", exc)
         raise engine_unavailable() from None
+
+
+def one_server(client: object) -> bool:
+    """Whether ``client`` talks to one Redis server (or Sentinel's master), not a Cluster:
+    then its non-transactional pipelines may carry commands on any keys."""
+    return isinstance(client, aioredis.Redis)
 
 
 Connector = Callable[[int, float], aioredis.Redis]
