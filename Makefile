@@ -42,7 +42,7 @@ typecheck: $(STAMP)
 test-deps:
 	bash scripts/test-deps.sh
 
-## bench: the benchmark suite, hubbub next to Bun, python-socketio and the FastAPI tutorial manager (about 13 minutes; docs/benchmarks.md)
+## bench: the benchmark suite, hubbub next to Bun, python-socketio and the FastAPI tutorial manager, then the chat-shaped load and the reconnect storms (about 30 minutes; docs/benchmarks.md)
 bench: $(STAMP)
 	bash benchmarks/setup.sh
 	$(BIN)/python benchmarks/suite.py
