@@ -42,12 +42,13 @@ typecheck: $(STAMP)
 test-deps:
 	bash scripts/test-deps.sh
 
-## bench: the benchmark suite, hubbub next to Bun, python-socketio and the FastAPI tutorial manager, then the chat-shaped load and the reconnect storms (about 30 minutes; docs/benchmarks.md)
+## bench: the benchmark suite, hubbub next to Bun, python-socketio and the FastAPI tutorial manager, then the chat-shaped load, the reconnect storms and two nodes on Redis (about 35 minutes; docs/benchmarks.md)
 bench: $(STAMP)
 	bash benchmarks/setup.sh
 	$(BIN)/python benchmarks/suite.py
 	$(BIN)/python benchmarks/chat_load.py
 	$(BIN)/python benchmarks/storm.py
+	$(BIN)/python benchmarks/topologies.py --bench
 
 ## bench-quick: a 2-minute subset of the suite (N = 100 and 1,000, 1,000 connections)
 bench-quick: $(STAMP)
