@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 import report
 from chat_clients import KINDS, worker_main
-from harness import HOST, ClientProcess, Processes, cpu_seconds
+from harness import HOST, ClientProcess, Processes, broadcast, cpu_seconds, percentile
 from servers import REFS, SECRET, bun_binary, children, connection_token, process_start
 
 API_KEY = "chat-benchmark-api-key"
@@ -193,19 +193,6 @@ class Worker(ClientProcess):
         super().__init__(ctx, procs, worker_main, cpu, library)
 
 
-def everyone(workers: list[Worker], cmd: str, arg: Any = None, timeout: float = 120.0) -> Any:
-    for w in workers:
-        w.send(cmd, arg)
-    return [w.recv(timeout) for w in workers]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 def run_queue_wait(pid: int) -> float:
     """Seconds the process (all its threads) waited, runnable, for a CPU: the second field of
     /proc/<pid>/task/*/schedstat. On a shared machine, a server that waited much was slowed
@@ -301,7 +288,7 @@ def run_server(
             tick(f"{key}: warm-up {args.warmup:g} s")
             phase(workers, args, args.warmup, targets, seed=1)
             drain(workers, None, args.drain)
-            everyone(workers, "reset")
+            broadcast(workers, "reset")
             tick(f"{key}: measuring {args.seconds:g} s")
             cpu0, busy0, t0 = cpu_seconds(pid), core_busy(), time.monotonic()
             wait0, writes0 = run_queue_wait(pid), harness.write_calls(pid)
@@ -317,7 +304,7 @@ def run_server(
             result["server_kernel_percent"] = kernel / max(cpu1 - cpu0, 1e-9) * 100
             waited = sum(run_queue_wait(w.proc.pid) for w in workers) - clients0
             result["clients_waited_percent"] = waited / (t1 - t0) * 100
-            collected = everyone(workers, "collect")
+            collected = broadcast(workers, "collect")
             result |= summarize(sent, expected, collected, args)
             result["server_cpu_s"] = cpu1 - cpu0
             result["server_core_percent"] = (cpu1 - cpu0) / (t1 - t0) * 100
@@ -406,7 +393,7 @@ def drain(workers: list[Worker], expected: dict[str, int] | None, seconds: float
     last: dict[str, int] = {}
     changed = time.monotonic()
     while time.monotonic() < deadline:
-        now_counts = counted(everyone(workers, "stats"))
+        now_counts = counted(broadcast(workers, "stats"))
         if expected is not None and all(now_counts[k] >= v for k, v in expected.items()):
             return
         if now_counts != last:

@@ -173,6 +173,23 @@ class ClientProcess:
         return self.recv(timeout)
 
 
+def broadcast(
+    workers: list[ClientProcess], cmd: str, arg: Any = None, timeout: float = 120.0
+) -> list[Any]:
+    """Send ``cmd`` to every client process, then collect their answers in order."""
+    for w in workers:
+        w.send(cmd, arg)
+    return [w.recv(timeout) for w in workers]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank; NaN for none)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 class Processes:
     """Every process the run started, stopped together whatever happens.
 

@@ -55,6 +55,7 @@ from harness import (
     cpu_split,
     free_port,
     machine,
+    percentile,
     progress,
     raise_fd_limit,
     start_redis,
@@ -184,9 +185,7 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
     """p50, p99 and max (0s for no values)."""
     if not values:
         return 0.0, 0.0, 0.0
-    ordered = sorted(values)
-    n = len(ordered)
-    return ordered[n // 2], ordered[min(n - 1, int(n * 0.99))], ordered[-1]
+    return percentile(values, 0.5), percentile(values, 0.99), max(values)
 
 
 def run_row(row: str, a: argparse.Namespace, procs: Processes, bun: str | None) -> dict[str, Any]:

@@ -59,7 +59,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 import report
 from clients import counter_words, worker_main
-from harness import ClientProcess, Processes, cpu_seconds, progress, system_seconds, write_calls
+from harness import (
+    ClientProcess,
+    Processes,
+    broadcast,
+    cpu_seconds,
+    percentile,
+    progress,
+    system_seconds,
+    write_calls,
+)
 from servers import Server, bun_binary, catalogue, connection_token
 
 MAIN = ["hubbub", "hubbub-nodelay", "hubbub-asgi", "bun", "tutorial", "socketio"]
@@ -172,21 +181,6 @@ class Worker(ClientProcess):
         slot: int = -1,
     ) -> None:
         super().__init__(ctx, procs, worker_main, cpu, publisher, library, shared, slot)
-
-
-def broadcast(
-    workers: list[Worker], cmd: str, arg: Any = None, timeout: float = 120.0
-) -> list[Any]:
-    for w in workers:
-        w.send(cmd, arg)
-    return [w.recv(timeout) for w in workers]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 # ---------------------------------------------------------------------------------------------
