@@ -281,9 +281,9 @@ async def test_an_attacker_does_not_stall_the_node(
     settings = suite_settings(transport=transport, uni_websocket={"enabled": True})
     server: RunningServer = await start_server(settings)
     # A shared machine can preempt this process for a slice during one window and not the
-    # next: a case whose control p99 misses its bound is measured once more, and fails if it
-    # misses again. A stalled loop misses every time (hundreds to thousands of milliseconds).
-    for _ in range(2):
+    # next: a case whose control p99 misses its bound is measured again, and fails if it misses
+    # three times. A stalled loop misses every time (hundreds to thousands of milliseconds).
+    for _ in range(3):
         closes, baseline, during, control, grown = await attacked(server, kind, deaf, path)
         print(  # the figures, for -s
             f"{kind}{'-deaf' if deaf else ''}: baseline p99 {p99(baseline) * 1000:.1f} ms, "
@@ -303,15 +303,16 @@ async def test_an_attacker_does_not_stall_the_node(
         assert any(server.node.counters[name] for name in counters.split("|"))
         # Twice the baseline, with a floor: a baseline of a millisecond or two doubles with any
         # scheduling hiccup of a busy machine (on two loaded cores, the attack's own CPU use
-        # gets this process preempted for a slice or two: up to about 40 ms measured), which is
-        # not what this test is about; a stalled loop adds hundreds to thousands of ms.
-        bound = max(2 * p99(baseline), p99(baseline) + 0.05 * UNIT)
+        # gets this process preempted for a slice or two: up to about 90 ms measured during a
+        # full test run), which is not what this test is about; a stalled loop adds hundreds
+        # to thousands of ms.
+        bound = max(2 * p99(baseline), p99(baseline) + 0.1 * UNIT)
         if control.timeouts == 0 and p99(during) <= bound:
             break
     assert control.timeouts == 0, f"{control.timeouts} control round trips timed out"
     assert p99(during) <= bound, (
         f"control p99 {p99(during) * 1000:.1f} ms under attack, "
-        f"baseline {p99(baseline) * 1000:.1f} ms (twice in a row)"
+        f"baseline {p99(baseline) * 1000:.1f} ms (three times in a row)"
     )
     assert grown < RSS_BOUND, f"the server grew by {grown / 2**20:.0f} MiB"
 
