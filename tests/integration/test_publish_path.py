@@ -259,3 +259,24 @@ async def test_the_redis_engine_queues_the_publication(
     assert {"id": 3, "publish": {}} in got and _pubs(got) == [{"n": 1}]
     assert immediate == [True]
     await ws.close()
+
+
+async def test_history_in_the_same_frame_finds_the_queued_publication(
+    start_server: Callable[..., Any], redis_url: str, immediate: list[bool]
+) -> None:
+    # Publish, then read history in one frame: the publish is queued for the turn's pipeline
+    # and not yet answered when the history command runs; the read travels behind it, so it
+    # finds the publication, as on the memory engine. Each round publishes to a new channel.
+    running = await start_server(suite_settings(engine="redis", redis={"url": redis_url}))
+    ws = await _connect(running)
+    for n in range(20):
+        channel = f"chat:h{n}"
+        publish = {"id": 10 + 2 * n, "publish": {"channel": channel, "data": {"n": n}}}
+        history = {"id": 11 + 2 * n, "history": {"channel": channel, "limit": -1}}
+        await ws.send(json.dumps(publish) + "\n" + json.dumps(history))
+        got = {m["id"]: m for m in await _messages(ws, 2)}
+        assert got[10 + 2 * n] == {"id": 10 + 2 * n, "publish": {}}
+        pubs = got[11 + 2 * n]["history"].get("publications", [])
+        assert [p["data"] for p in pubs] == [{"n": n}], f"round {n}: {got}"
+    assert immediate == [True] * 20
+    await ws.close()

@@ -4,6 +4,7 @@ gets its own answer, and a lost script or an unreachable Redis is handled as for
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -53,6 +54,29 @@ async def test_an_error_reaches_only_its_caller(redis_url: str) -> None:
         with pytest.raises(aioredis.ResponseError):
             await wrong
         assert await last == b"text"
+    finally:
+        await batch.close()
+        await client.delete(key)
+        await client.aclose()
+
+
+async def test_a_script_runs_before_the_commands_queued_after_it(redis_url: str) -> None:
+    # A script Redis never saw (its source is new), then a read of what it writes, in one
+    # turn: the read finds the write, as if each were awaited in turn.
+    client = aioredis.Redis.from_url(redis_url)
+    batch = Batcher(client)
+    key = f"t{uuid.uuid4().hex}"
+    source = f"-- {key}\nreturn redis.call('SET', KEYS[1], ARGV[1])"
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    try:
+        for value in ("first", "second"):  # then known to be loaded: EVALSHA alone
+            wrote = batch.script(sha, source, [key], [value])
+            read = batch.command("GET", key)
+            assert await wrote == b"OK"
+            assert await read == value.encode()
+        await client.script_flush()  # lost between two pipelines: loaded and run again
+        assert await batch.script(sha, source, [key], ["third"]) == b"OK"
+        assert await client.get(key) == b"third"
     finally:
         await batch.close()
         await client.delete(key)

@@ -5,6 +5,15 @@ publication costs this process a task and a socket write each. :class:`Batcher` 
 command it is given; one sender sends what is queued in one pipeline (``transaction=False``),
 then whatever was queued during that round trip, and so on. One pipeline in flight at a time
 keeps commands in the order they were issued, as awaiting each command in turn would.
+
+Scripts run by their digest (``EVALSHA``). A script this Redis is not known to have is loaded
+at the head of the pipeline that first runs it, so the pipeline runs in order from its first
+command: were a script missing when its command's turn came, Redis would answer that command
+``NOSCRIPT`` and run the ones after it, and the rerun would come after them (a publication
+after a history read issued behind it). That can still happen when Redis loses its scripts
+between two pipelines (``SCRIPT FLUSH``; a restart drops the connection, which fails the
+pipeline instead): the missing ones are loaded and rerun then, and every script is loaded
+again ahead of its next use.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ class Batcher:
         self._max = max_batch
         self._queue: list[_Entry] = []
         self._sender: asyncio.Task[None] | None = None
+        # The digests of the scripts this Redis has, as far as this batcher knows.
+        self._loaded: set[str] = set()
 
     def command(self, *args: Any) -> asyncio.Future[Any]:
         """Queue one command (``"PUBLISH", channel, data``); its future holds the reply."""
@@ -84,15 +95,27 @@ class Batcher:
             self._sender = None
 
     async def _send(self, batch: list[_Entry]) -> None:
+        # Scripts not known to be loaded: loaded first, in the same pipeline.
+        loads = {
+            args[1]: source
+            for args, _, source in batch
+            if source is not None and args[1] not in self._loaded
+        }
         try:
-            replies = await self._pipeline([entry[0] for entry in batch])
+            commands = [("SCRIPT", "LOAD", source) for source in loads.values()]
+            commands += [entry[0] for entry in batch]
+            replies = (await self._pipeline(commands))[len(loads) :]
+            self._loaded.update(loads)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:
-                # Redis restarted and lost the scripts: load each one, then rerun those.
-                sources = {batch[i][2] for i in missing}
-                for source in sources:
+                # Redis lost its scripts since the last pipeline: load each one, then rerun
+                # those commands (after the ones that ran: see the module's docstring).
+                self._loaded.clear()
+                sources = {batch[i][0][1]: batch[i][2] for i in missing}
+                for sha, source in sources.items():
                     if source is not None:
                         await self._redis.script_load(source)
+                        self._loaded.add(sha)
                 again = await self._pipeline([batch[i][0] for i in missing])
                 for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply

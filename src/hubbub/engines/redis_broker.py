@@ -331,23 +331,27 @@ class RedisBroker:
         else:
             start = f"({since.offset}-0" if since is not None and since.offset else "-"
             end = "+"
-        epoch, top, entries = await guard(
-            lambda: self._history(
-                keys=[self._key("meta", channel), self._key("stream", channel)],
-                args=[
-                    new_epoch(),
-                    # A stream created by a read (every subscribe reads the position) needs
-                    # to outlive the history TTL only, until something is published to it.
-                    ms(min(opts.history_ttl, opts.history_meta_ttl)),
-                    ms(opts.history_ttl),
-                    start,
-                    end,
-                    flt.limit,
-                    "1" if flt.reverse else "0",
-                    "1" if flt.limit != 0 else "0",
-                ],
-            )
-        )
+        keys = [self._key("meta", channel), self._key("stream", channel)]
+        args = [
+            new_epoch(),
+            # A stream created by a read (every subscribe reads the position) needs to outlive
+            # the history TTL only, until something is published to it.
+            ms(min(opts.history_ttl, opts.history_meta_ttl)),
+            ms(opts.history_ttl),
+            start,
+            end,
+            flt.limit,
+            "1" if flt.reverse else "0",
+            "1" if flt.limit != 0 else "0",
+        ]
+        if self._batch is not None:
+            # Behind the publications queued before it, in the same pipeline order: a client
+            # that publishes and then reads history (in one frame, before the publish is
+            # answered) finds its publication, as it would on the memory engine.
+            reply = await self._batch.script(self._history.sha, self._history.script, keys, args)
+        else:
+            reply = await guard(lambda: self._history(keys=keys, args=args))
+        epoch, top, entries = reply
         position = StreamPosition(int(top), epoch.decode())
         if since is not None and since.epoch and since.epoch != position.epoch:
             raise error(ErrorCode.UNRECOVERABLE_POSITION)
