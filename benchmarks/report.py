@@ -482,8 +482,9 @@ COLOURS = {
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Four panels: delivered/s and µs per delivery at max rate, p99 at half of hubbub's max
-    (all against N on one channel), and RSS per idle connection."""
+    """Six panels: delivered/s and µs per delivery at max rate, p99 at half of hubbub's max
+    (all against N on one channel); RSS per idle connection; the 1,000 small rooms at max
+    rate; set-ups per second of one server core."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -493,7 +494,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         (s for s in results["scenarios"] if s["key"].startswith("one-")),
         key=lambda s: s["subscribers"],
     )
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    fig, axes = plt.subplots(2, 3, figsize=(18, 8.5))
     panels = [
         (
             axes[0][0],
@@ -568,6 +569,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
             "(dashed: the 8 KiB target, dotted: 4 KiB)",
             fontsize=10,
         )
+    _small_rooms_panel(axes[0][2], results)
+    _setup_panel(axes[1][2], results)
     m = results["machine"]
     fig.suptitle(
         f"hubbub {m['commit']} vs reference servers — server on 1 core of "
@@ -578,3 +581,74 @@ def chart(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _bars(ax: Any, rows: list[dict[str, Any]], values: list[float], notes: list[str]) -> None:
+    """Horizontal bars, one per server row, each with its note at its end."""
+    bars = ax.barh(
+        [r["label"] for r in rows],
+        values,
+        color=[COLOURS.get(r["server"], "grey") for r in rows],
+    )
+    for bar, note in zip(bars, notes, strict=True):
+        ax.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f" {note}",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_xlim(0, max(values) * 1.7)
+    ax.invert_yaxis()
+
+
+def _small_rooms_panel(ax: Any, results: dict[str, Any]) -> None:
+    """Server CPU per delivery over the 1,000 channels of 10 at max rate, delivered/s noted."""
+    scn = next((s for s in results["scenarios"] if s["key"].startswith("many-")), None)
+    rows = [r for r in (scn or {}).get("rows", []) if r.get("max", {}).get("cpu_us_per_delivery")]
+    if scn is None or not rows:
+        ax.set_axis_off()
+        return
+    values = [r["max"]["cpu_us_per_delivery"] for r in rows]
+    notes = [
+        f"{v:.2f} µs, {r['max']['deliveries_per_s']:,.0f}/s"
+        for v, r in zip(values, rows, strict=True)
+    ]
+    _bars(ax, rows, values, notes)
+    bun = _row(scn, "bun")
+    if bun is not None and bun.get("max", {}).get("cpu_us_per_delivery"):
+        ax.axvline(1.3 * bun["max"]["cpu_us_per_delivery"], color="black", linestyle=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlim(min(values) / 1.5, max(values) * 8)
+    each = scn["subscribers"] // max(scn["channels"], 1)
+    ax.set_title(
+        f"{scn['channels']:,} channels x {each} subscribers at max rate: server CPU µs\n"
+        "per delivery (lower is better; dotted: 1.3x Bun's)",
+        fontsize=10,
+    )
+
+
+def _setup_panel(ax: Any, results: dict[str, Any]) -> None:
+    """Set-ups (handshake, JWT connect, subscribe) one server core could do per second."""
+    conn = _find(results, "connections")
+    rows = [
+        r
+        for r in (conn or {}).get("rows", [])
+        if r.get("setup", {}).get("setups_per_core_s", math.nan) > 0
+    ]
+    if not rows:
+        ax.set_axis_off()
+        return
+    values = [r["setup"]["setups_per_core_s"] for r in rows]
+    notes = [
+        f"{v:,.0f}/s ({r['setup']['cpu_us_per_setup']:.0f} µs each)"
+        for v, r in zip(values, rows, strict=True)
+    ]
+    _bars(ax, rows, values, notes)
+    ax.axvline(5000, color="black", linestyle=":", linewidth=1)
+    ax.set_xlim(0, max(max(values), 5000) * 1.6)
+    ax.set_title(
+        "set-ups per second of server CPU (hubbub: handshake + JWT\n"
+        "connect + subscribe; higher is better; dotted: 5,000/s)",
+        fontsize=10,
+    )
