@@ -303,6 +303,8 @@ class Settings(BaseSettings):
     # A reconnect storm brings thousands of connections at once; SYNs beyond a full accept
     # queue are dropped and retried by the clients only after 1, 3, 7 s.
     listen_backlog: int = Field(default=4096, ge=1, le=65535)
+    # ... and a loop turn that set them all up would hold every delivery for seconds.
+    handshakes_per_turn: int = Field(default=128, ge=0)
     transport: Literal["native", "asgi"] = "native"
     write_delay: float = Field(default=0.002, ge=0, le=0.1)
     shutdown_drain_period: float = Field(default=5.0, ge=0, le=300)

@@ -42,6 +42,7 @@ from hubbub.transports.handshake import (
     switching,
 )
 from hubbub.transports.reading import CLOSE_TIMEOUT, FrameReading
+from hubbub.transports.turn_gate import gate_for
 
 log = logging.getLogger("hubbub.transport")
 
@@ -130,7 +131,7 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
             self._other.data_received(data)
             return
         if self._frames is None:
-            self._handshake(data)
+            self.upgrade(data, b"")
             return
         if self._backlog:
             # Reading is paused until the next turn; the transport hands over what it had.
@@ -196,10 +197,34 @@ class NativeWebSocketProtocol(FrameReading, asyncio.Protocol):
 
     def upgrade(self, head: bytes, rest: bytes) -> None:
         """Answer the opening handshake in ``head`` (a complete request head, as received), then
-        read ``rest``, what the client sent after it, as frames if the upgrade was accepted."""
+        read ``rest``, what the client sent after it, as frames if the upgrade was accepted.
+
+        Beyond ``handshakes_per_turn`` handshakes in this loop turn, the socket is paused and
+        all this happens in a later turn (:mod:`hubbub.transports.turn_gate`).
+        """
+        gate = gate_for(self.node.settings.handshakes_per_turn)
+        if gate.enter():
+            self._open(head, rest)
+            return
+        transport = self._transport
+        assert transport is not None
+        transport.pause_reading()
+        gate.wait(lambda: self._open_later(head, rest))
+
+    def _open(self, head: bytes, rest: bytes) -> None:
         self._handshake(head)
         if rest and self._frames is not None and not self._closing:
             self.data_received(rest)
+
+    def _open_later(self, head: bytes, rest: bytes) -> None:
+        """The gate's turn came: open, then read again unless something else holds reading
+        (a backlog for the next turn, a full inbox)."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._closing:
+            return  # gone while it waited
+        self._open(head, rest)
+        if not (self._backlog or self._paused or self._closing or transport.is_closing()):
+            transport.resume_reading()
 
     def _handshake(self, head: bytes) -> None:
         node = self.node
