@@ -547,23 +547,14 @@ def chart(results: dict[str, Any], path: Path) -> None:
     rows = [r for r in (conn or {}).get("rows", []) if "setup" in r]
     if rows:
         values = [r["setup"]["rss_per_connection_kib"] for r in rows]
-        bars = ax.barh(
-            [r["label"] for r in rows],
-            values,
-            color=[COLOURS.get(r["server"], "grey") for r in rows],
-        )
-        for bar, r in zip(bars, rows, strict=True):
-            ax.text(
-                bar.get_width(),
-                bar.get_y() + bar.get_height() / 2,
-                f" {bar.get_width():.1f} KiB, set-up p99 {r['setup']['p99_ms']:.0f} ms",
-                va="center",
-                fontsize=8,
-            )
+        notes = [
+            f"{v:.1f} KiB, set-up p99 {r['setup']['p99_ms']:.0f} ms"
+            for v, r in zip(values, rows, strict=True)
+        ]
+        _bars(ax, rows, values, notes)
         ax.axvline(8, color="black", linestyle="--", linewidth=1)
         ax.axvline(4, color="black", linestyle=":", linewidth=1)
         ax.set_xlim(0, max(values) * 1.6)
-        ax.invert_yaxis()
         ax.set_title(
             f"RSS per idle connection, {rows[0]['setup']['opened']:,} connections "
             "(dashed: the 8 KiB target, dotted: 4 KiB)",
