@@ -10,6 +10,10 @@ transport, applies hubbub's limits before uvicorn sees a frame:
 - a message may have at most ``client.max_fragments`` fragments (1009 beyond);
 - a read is parsed a slice at a time, so a flood is cut off after its budget, not after the
   whole read; what the connection sends after that is dropped unparsed;
+- one loop turn parses at most about ``TURN_FRAMES`` frames of a connection; the rest of the
+  read waits for the next turn with reading paused, so other connections are served between
+  the slices of a flood (websockets parses a frame in several microseconds: a budget's worth
+  of frames in one turn would hold the loop for milliseconds, tens on a busy machine);
 - the pongs it answers count against ``client.queue_max_size`` like any other bytes queued for
   it (3008 beyond, with the socket cut: a client that does not read gets no close frame).
 
@@ -33,6 +37,8 @@ log = logging.getLogger("hubbub.transport")
 
 SLICE = 1024
 """Bytes parsed at a time: the budget is charged between slices."""
+TURN_FRAMES = 128
+"""Frames of one connection parsed in one loop turn, about (whole slices are parsed)."""
 CUT_AFTER = 0.5
 """Seconds between the close frame of a limit and cutting the socket, unless the peer closes."""
 
@@ -48,13 +54,23 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
         self._budget_at = 0.0
         self._fragments = 0
         self._cut = False
+        self._turn_frames = 0  # frames handled since this turn's read began
+        self._backlog: bytes | None = None  # the rest of a read, for the next turn
         if self._node is not None:
             limits = self._node.settings.limits
             self._frame_tokens, self._byte_tokens = limits.frame_burst, limits.frame_byte_burst
             self._budget_at = self._node.clock.monotonic()
 
     def data_received(self, data: bytes) -> None:
+        if self._backlog is not None:
+            # Reading resumed (the app drained its queue) while a turn's rest waits: in order.
+            self._backlog += data
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         view = memoryview(data)
+        self._turn_frames = 0
         for start in range(0, len(view), SLICE):
             if self._cut:
                 return  # closed for a limit: the rest is not worth parsing
@@ -63,12 +79,29 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.handle_parser_exception()
                 return
             self.handle_events()
+            if self._turn_frames >= TURN_FRAMES and start + SLICE < len(view):
+                self._backlog = bytes(view[start + SLICE :])
+                self.transport.pause_reading()
+                self.loop.call_soon(self._next_turn)
+                return
+
+    def _next_turn(self) -> None:
+        rest, self._backlog = self._backlog, None
+        if rest is None or self.transport.is_closing():
+            return
+        self._feed(rest)
+        if self._backlog is None and not self.read_paused:
+            # Read on, even when closed for a limit: what the peer still sends is read and
+            # dropped until the socket is cut (see _limit). (Paused by uvicorn itself, its
+            # queue full: it resumes when the app reads.)
+            self.transport.resume_reading()
 
     def handle_events(self) -> None:
         events = self.conn.events_received()
         node = self._node
         if node is not None and self.handshake_complete:
             frames = sum(isinstance(event, Frame) for event in events)
+            self._turn_frames += frames
             if frames:
                 now = node.clock.monotonic()
                 self._frame_tokens, self._byte_tokens, over = charge(
