@@ -104,23 +104,16 @@ class Member(Connection):
 
     # -- set-up
 
-    def _setup_hubbub(self, payload: bytes) -> None:
-        for line in payload.split(b"\n"):
-            if line == HUBBUB_PING:
-                self.transport.write(HUBBUB_PONG)  # type: ignore[union-attr]
-            elif b'"error"' in line:
-                self._fail(line.decode())
-            elif line.startswith(b'{"id":1,'):
-                chat, typing_channel = self.names
-                self.send(b'{"id":2,"subscribe":{"channel":"%s","recoverable":true}}' % chat)
-                self.send(b'{"id":3,"subscribe":{"channel":"%s"}}' % typing_channel)
-                self.step = 2
-            elif line.startswith(b'{"id":'):
-                if line.startswith(b'{"id":2,'):
-                    self._position(line)
-                self.step -= 1
-                if not self.step:
-                    self._ready()
+    def _subscribe_frames(self) -> list[bytes]:
+        chat, typing_channel = self.names
+        return [
+            b'{"id":2,"subscribe":{"channel":"%s","recoverable":true}}' % chat,
+            b'{"id":3,"subscribe":{"channel":"%s"}}' % typing_channel,
+        ]
+
+    def _subscribed(self, line: bytes) -> None:
+        if line.startswith(b'{"id":2,'):
+            self._position(line)  # the room's position: where a rejoin recovers from
 
     def _ready(self) -> None:
         self.step = -1

@@ -230,19 +230,30 @@ class Connection(asyncio.Protocol):
             elif b'"error"' in line:
                 self._fail(line.decode())
             elif line.startswith(b'{"id":1,'):
-                channels = self.spec.get("channels") or []
-                self.step = len(channels)
-                extra = b',"recoverable":true' if self.spec.get("recoverable") else b""
-                for i, channel in enumerate(channels, 2):
-                    self.send(
-                        b'{"id":%d,"subscribe":{"channel":"%s"%s}}' % (i, channel.encode(), extra)
-                    )
-                if not channels:
+                frames = self._subscribe_frames()
+                self.step = len(frames)
+                for frame in frames:
+                    self.send(frame)
+                if not frames:
                     self._ready()
             elif line.startswith(b'{"id":'):
+                self._subscribed(line)
                 self.step -= 1
                 if not self.step:
                     self._ready()
+
+    def _subscribe_frames(self) -> list[bytes]:
+        """The subscribe commands sent once connected (ids from 2); every one is answered
+        before the connection is ready."""
+        channels = self.spec.get("channels") or []
+        extra = b',"recoverable":true' if self.spec.get("recoverable") else b""
+        return [
+            b'{"id":%d,"subscribe":{"channel":"%s"%s}}' % (i, channel.encode(), extra)
+            for i, channel in enumerate(channels, 2)
+        ]
+
+    def _subscribed(self, line: bytes) -> None:
+        """The reply to one of those commands (nothing to keep here)."""
 
     def _setup_bun(self, payload: bytes) -> None:
         # open() answers "ready" (after subscribing to the channel of the URL, if any); every
