@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from hubbub.transports import asgi_frames
-from tests.conftest import UNIT, RunningServer, suite_settings
+from tests.conftest import RunningServer, suite_settings
 from tests.integration.test_abuse import frame
-from tests.integration.test_fast_upgrade import connect_frame, read_head, upgrade_head
+from tests.integration.test_fast_upgrade import connect_frame, read_frame, read_head, upgrade_head
 
-WAIT = 10 * UNIT
 COMMANDS = 600
 
 
@@ -34,17 +33,11 @@ def turns(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 async def _replies(reader: asyncio.StreamReader, count: int) -> list[dict[str, Any]]:
-    """The next ``count`` protocol messages, from unmasked text frames."""
+    """The next ``count`` protocol messages (a text frame may hold several, one per line)."""
     got: list[dict[str, Any]] = []
     while len(got) < count:
-        first, second = await asyncio.wait_for(reader.readexactly(2), WAIT)
-        size = second & 0x7F
-        if size == 126:
-            size = int.from_bytes(await reader.readexactly(2), "big")
-        elif size == 127:
-            size = int.from_bytes(await reader.readexactly(8), "big")
-        payload = await asyncio.wait_for(reader.readexactly(size), WAIT)
-        if first & 0x0F == 0x1:
+        opcode, payload = await read_frame(reader)
+        if opcode == 0x1:
             got.extend(json.loads(line) for line in payload.split(b"\n") if line)
     return got
 

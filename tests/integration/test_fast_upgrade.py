@@ -69,16 +69,21 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
 
 
-async def read_text_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
-    """The first message of the server's next (unmasked, text) frame."""
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The opcode and payload of the server's next (unmasked) frame."""
     first, second = await asyncio.wait_for(reader.readexactly(2), WAIT)
-    assert first & 0x0F == 0x1
     size = second & 0x7F
     if size == 126:
         size = int.from_bytes(await reader.readexactly(2), "big")
     elif size == 127:
         size = int.from_bytes(await reader.readexactly(8), "big")
-    payload = await asyncio.wait_for(reader.readexactly(size), WAIT)
+    return first & 0x0F, await asyncio.wait_for(reader.readexactly(size), WAIT)
+
+
+async def read_text_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The first message of the server's next (unmasked, text) frame."""
+    opcode, payload = await read_frame(reader)
+    assert opcode == 0x1
     message: dict[str, Any] = json.loads(payload.split(b"\n")[0])
     return message
 
