@@ -551,14 +551,15 @@ def chart(results: dict[str, Any], path: Path) -> None:
             f"{v:.1f} KiB, set-up p99 {r['setup']['p99_ms']:.0f} ms"
             for v, r in zip(values, rows, strict=True)
         ]
-        _bars(ax, rows, values, notes)
-        ax.axvline(8, color="black", linestyle="--", linewidth=1)
-        ax.axvline(4, color="black", linestyle=":", linewidth=1)
-        ax.set_xlim(0, max(values) * 1.6)
-        ax.set_title(
-            f"RSS per idle connection, {rows[0]['setup']['opened']:,} connections "
+        _bars(
+            ax,
+            rows,
+            values,
+            notes,
+            lines=[(8, "--"), (4, ":")],
+            limits=(0, max(values) * 1.6),
+            title=f"RSS per idle connection, {rows[0]['setup']['opened']:,} connections "
             "(dashed: the 8 KiB target, dotted: 4 KiB)",
-            fontsize=10,
         )
     _small_rooms_panel(axes[0][2], results)
     _setup_panel(axes[1][2], results)
@@ -574,8 +575,19 @@ def chart(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _bars(ax: Any, rows: list[dict[str, Any]], values: list[float], notes: list[str]) -> None:
-    """Horizontal bars, one per server row, each with its note at its end."""
+def _bars(
+    ax: Any,
+    rows: list[dict[str, Any]],
+    values: list[float],
+    notes: list[str],
+    *,
+    lines: list[tuple[float, str]],
+    limits: tuple[float, float],
+    title: str,
+    log: bool = False,
+) -> None:
+    """A panel of horizontal bars, one per server row, each with its note at its end; the
+    reference ``lines`` (x, line style) across them."""
     bars = ax.barh(
         [r["label"] for r in rows],
         values,
@@ -589,8 +601,13 @@ def _bars(ax: Any, rows: list[dict[str, Any]], values: list[float], notes: list[
             va="center",
             fontsize=8,
         )
-    ax.set_xlim(0, max(values) * 1.7)
+    for x, style in lines:
+        ax.axvline(x, color="black", linestyle=style, linewidth=1)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlim(*limits)
     ax.invert_yaxis()
+    ax.set_title(title, fontsize=10)
 
 
 def _small_rooms_panel(ax: Any, results: dict[str, Any]) -> None:
@@ -605,17 +622,19 @@ def _small_rooms_panel(ax: Any, results: dict[str, Any]) -> None:
         f"{v:.2f} µs, {r['max']['deliveries_per_s']:,.0f}/s"
         for v, r in zip(values, rows, strict=True)
     ]
-    _bars(ax, rows, values, notes)
     bun = _row(scn, "bun")
-    if bun is not None and bun.get("max", {}).get("cpu_us_per_delivery"):
-        ax.axvline(1.3 * bun["max"]["cpu_us_per_delivery"], color="black", linestyle=":", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlim(min(values) / 1.5, max(values) * 8)
+    bun_cpu = (bun or {}).get("max", {}).get("cpu_us_per_delivery")
     each = scn["subscribers"] // max(scn["channels"], 1)
-    ax.set_title(
-        f"{scn['channels']:,} channels x {each} subscribers at max rate: server CPU µs\n"
+    _bars(
+        ax,
+        rows,
+        values,
+        notes,
+        lines=[(1.3 * bun_cpu, ":")] if bun_cpu else [],
+        limits=(min(values) / 1.5, max(values) * 8),
+        log=True,
+        title=f"{scn['channels']:,} channels x {each} subscribers at max rate: server CPU µs\n"
         "per delivery (lower is better; dotted: 1.3x Bun's)",
-        fontsize=10,
     )
 
 
@@ -635,11 +654,13 @@ def _setup_panel(ax: Any, results: dict[str, Any]) -> None:
         f"{v:,.0f}/s ({r['setup']['cpu_us_per_setup']:.0f} µs each)"
         for v, r in zip(values, rows, strict=True)
     ]
-    _bars(ax, rows, values, notes)
-    ax.axvline(5000, color="black", linestyle=":", linewidth=1)
-    ax.set_xlim(0, max(max(values), 5000) * 1.6)
-    ax.set_title(
-        "set-ups per second of server CPU (hubbub: handshake + JWT\n"
+    _bars(
+        ax,
+        rows,
+        values,
+        notes,
+        lines=[(5000, ":")],
+        limits=(0, max(max(values), 5000) * 1.6),
+        title="set-ups per second of server CPU (hubbub: handshake + JWT\n"
         "connect + subscribe; higher is better; dotted: 5,000/s)",
-        fontsize=10,
     )
