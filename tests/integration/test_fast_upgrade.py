@@ -38,8 +38,8 @@ def connect_frame(user: str) -> bytes:
     return frame(0x1, json.dumps({"id": 1, "connect": {"token": token}}).encode())
 
 
-@pytest.fixture
-def ways(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+@pytest.fixture(name="ways")
+def ways_fixture(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """How many upgrades took each way: "raw" (the shorter one) or "parsed" (httptools)."""
     counts = {"raw": 0, "parsed": 0}
     take_raw = GuardedHTTPProtocol._take_raw
@@ -88,52 +88,56 @@ async def read_text_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
     return message
 
 
-@pytest.mark.parametrize("piece", [1, 7, 4096])
-async def test_an_upgrade_to_the_path_takes_the_shorter_way_however_it_arrives(
-    server: RunningServer, ways: dict[str, int], piece: int
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+async def open_and_connect(
+    port: int, head: bytes, user: str, *, piece: int = 0, pipelined: bool = False
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection with ``head`` (sent ``piece`` bytes at a time, or at once; with the
+    connect frame in the same write when ``pipelined``), check the 101 and the connect reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        await send_in_pieces(writer, upgrade_head(), piece)
+        if pipelined:
+            writer.write(head + connect_frame(user))
+        else:
+            await send_in_pieces(writer, head, piece or len(head))
         assert b" 101 " in (await read_head(reader)).split(b"\r\n")[0]
-        writer.write(connect_frame("raw"))
+        if not pipelined:
+            writer.write(connect_frame(user))
         reply = await read_text_frame(reader)
         assert reply["id"] == 1 and "connect" in reply
-    finally:
+    except BaseException:
         writer.close()
-    assert ways == {"raw": 1, "parsed": 0}
+        raise
+    return reader, writer
 
 
-async def test_a_first_frame_right_after_the_head_is_read(
-    server: RunningServer, ways: dict[str, int]
+# A header value outside plain ASCII: well-formed for httptools, not for the shorter way.
+NOT_ASCII = upgrade_head("/connection/websocket", "X-Name: caf\xe9")
+
+
+@pytest.mark.parametrize(
+    ("head", "piece", "pipelined", "way"),
+    [
+        (upgrade_head(), 1, False, "raw"),
+        (upgrade_head(), 7, False, "raw"),
+        (upgrade_head(), 4096, False, "raw"),
+        # The first frame right after the head, in the same write, is read too.
+        (upgrade_head(), 0, True, "raw"),
+        # A head the shorter way does not take is still upgraded.
+        (NOT_ASCII, 5, False, "parsed"),
+    ],
+    ids=["raw-1", "raw-7", "raw-4096", "raw-pipelined", "parsed"],
+)
+async def test_an_upgrade_takes_its_way_however_it_arrives(
+    server: RunningServer,
+    ways: dict[str, int],
+    head: bytes,
+    piece: int,
+    pipelined: bool,
+    way: str,
 ) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        writer.write(upgrade_head() + connect_frame("pipelined"))
-        head = await read_head(reader)
-        assert b" 101 " in head.split(b"\r\n")[0]
-        reply = await read_text_frame(reader)
-        assert reply["id"] == 1 and "connect" in reply
-    finally:
-        writer.close()
-    assert ways == {"raw": 1, "parsed": 0}
-
-
-async def test_a_head_the_shorter_way_does_not_take_is_still_upgraded(
-    server: RunningServer, ways: dict[str, int]
-) -> None:
-    # A header value outside plain ASCII: well-formed for httptools, not for the shorter way.
-    head = upgrade_head("/connection/websocket", "X-Name: caf\xe9")
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        await send_in_pieces(writer, head, 5)
-        assert b" 101 " in (await read_head(reader)).split(b"\r\n")[0]
-        writer.write(connect_frame("parsed"))
-        reply = await read_text_frame(reader)
-        assert reply["id"] == 1 and "connect" in reply
-    finally:
-        writer.close()
-    assert ways == {"raw": 0, "parsed": 1}
+    _, writer = await open_and_connect(server.port, head, way, piece=piece, pipelined=pipelined)
+    writer.close()
+    assert ways == {"raw": 0, "parsed": 0, way: 1}
 
 
 async def test_a_malformed_head_is_answered_by_httptools_as_soon_as_it_is_malformed(
